@@ -1,0 +1,328 @@
+"""``Assistant``: the Python API for multi-turn multimodal chat, and the one adapter artifact.
+
+It validates a conversation, loads its media, builds the prompt through the chat template, fetches
+encoder features (from the content-hash cache when seen before), and streams text from the decode
+engine, which reuses the KV cache of the previous request's common prefix. Requests are serialised
+by a lock; a new request supersedes an unfinished stream, and ``cancel()`` stops the active one from
+any thread. A bad request raises ``AssistantError`` and leaves the assistant as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from assistant.config import AssistantConfig
+from assistant.encoders import build_encoder
+from assistant.errors import AssistantError
+from assistant.feature_cache import FeatureCache
+from assistant.generation import DecodeEngine, EngineCounters, SamplingOptions
+from assistant.llm import attach_lora, load_language_model, load_lora
+from assistant.messages import Message, validate_messages
+from assistant.model import MultimodalModel
+from assistant.processor import Prompt, PromptBuilder
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "assistant_config.json"
+CONNECTORS_FILE = "connectors.safetensors"
+LORA_FOLDER = "lora"
+TEMPLATE_FILE = "chat_template.jinja"
+SHIPPED_DEFAULT = Path(__file__).parent / "default_adapter"
+
+
+@dataclass
+class AssistantStats(EngineCounters):
+    """Cumulative counters since the assistant was created (see ``EngineCounters`` for token counts)."""
+
+    requests: int = 0
+    encoder_calls: int = 0  # frames run through a frozen encoder
+    media_cache_hits: int = 0  # frames whose features came from the cache
+    dropped_messages: int = 0  # messages dropped to fit the context window
+    last_time_to_first_token_s: float = 0.0
+    last_tokens_per_second: float = 0.0
+
+
+@dataclass
+class _Request:
+    cancel: threading.Event
+
+
+class Assistant:
+    def __init__(self, model: MultimodalModel, tokenizer: Any, config: AssistantConfig) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.stats = AssistantStats()
+        tokens_per_frame = model.tokens_per_frame()
+        self._builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt)
+        self._features = FeatureCache(config.media.cache_mb)
+        stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
+        self._stop_ids = {i for i in stop_ids if i is not None}
+        self._engine = DecodeEngine(model.llm, self._stop_ids, self.stats)
+        self._lock = threading.RLock()
+        self._active: _Request | None = None
+        image_tokens = tokens_per_frame.get("image", 0)
+        self.frames_per_video = max(1, min(config.media.video_max_frames, config.media.video_token_budget // max(image_tokens, 1)))
+        self.context_window = config.llm.max_context_tokens or model.llm.config.max_position_embeddings
+
+    # ---------------------------------------------------------------- construction and artifacts
+
+    @classmethod
+    def from_config(cls, config: AssistantConfig | None = None, seed: int = 0) -> "Assistant":
+        """Build an assistant with freshly initialised connectors (and LoRA if ``config.llm.lora.r``)."""
+        config = config or AssistantConfig()
+        llm, tokenizer = load_language_model(config.llm, config.allow_download, config.trust_remote_code)
+        encoders = {
+            modality: build_encoder(settings.encoder, config.allow_download, config.trust_remote_code)
+            for modality, settings in config.modalities.items()
+        }
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the same config always gives the same fresh connectors
+            llm = attach_lora(llm, config.llm.lora)
+            model = MultimodalModel.build(config, llm, encoders)
+        model.eval()
+        return cls(model, tokenizer, config)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, **overrides: Any) -> "Assistant":
+        """Load an adapter artifact written by ``save_pretrained``; with no path, the built-in default.
+
+        Args:
+            path: Artifact folder. ``None`` loads the shipped default adapter, or the default
+                encoder + LLM with untrained connectors when no adapter is shipped.
+            overrides: ``AssistantConfig`` fields to replace (e.g. ``system_prompt``).
+        """
+        if path is None:
+            if not (SHIPPED_DEFAULT / CONFIG_FILE).is_file():
+                logger.warning("no trained default adapter is shipped: image tokens pass through an untrained connector")
+                return cls.from_config(dataclasses.replace(AssistantConfig(), **overrides))
+            path = SHIPPED_DEFAULT
+        folder = Path(path)
+        if not (folder / CONFIG_FILE).is_file():
+            raise AssistantError(f"{folder} is not an assistant artifact (no {CONFIG_FILE})")
+        config = dataclasses.replace(AssistantConfig.load(folder / CONFIG_FILE), **overrides)
+        llm, tokenizer = load_language_model(config.llm, config.allow_download, config.trust_remote_code)
+        if (folder / TEMPLATE_FILE).is_file():
+            tokenizer.chat_template = (folder / TEMPLATE_FILE).read_text()
+        if (folder / LORA_FOLDER).is_dir():
+            llm = load_lora(llm, folder / LORA_FOLDER)
+        encoders = {
+            modality: build_encoder(settings.encoder, config.allow_download, config.trust_remote_code)
+            for modality, settings in config.modalities.items()
+        }
+        model = MultimodalModel.build(config, llm, encoders)
+        _load_connectors(model.connectors, folder / CONNECTORS_FILE)
+        model.eval()
+        return cls(model, tokenizer, config)
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write the artifact: config JSON, connector weights, LoRA (PEFT files), chat template.
+
+        Args:
+            path: Target folder; replaced atomically, so a crash never leaves a half-written artifact.
+            dtype: Store connector weights in this dtype (e.g. ``torch.bfloat16``); default as trained.
+        """
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            self.config.save(staging / CONFIG_FILE)
+            state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.model.connectors.state_dict().items()}
+            save_file(state, str(staging / CONNECTORS_FILE), metadata={"format": "pt"})
+            if hasattr(self.model.llm, "peft_config"):
+                self.model.llm.save_pretrained(str(staging / LORA_FOLDER))
+            (staging / TEMPLATE_FILE).write_text(self.tokenizer.chat_template)
+            if target.exists():
+                old = target.with_name(f".{target.name}-old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # ---------------------------------------------------------------- chat
+
+    def describe(self) -> dict[str, str]:
+        """What is loaded: encoder, connector and LLM per modality, for status lines and logs."""
+        info = {"llm": self.config.llm.model + (f" + LoRA r={self.config.llm.lora.r}" if self.config.llm.lora.r else "")}
+        for modality, encoder in self.model.encoders.items():
+            info[f"{modality} encoder"] = encoder.description
+            info[f"{modality} connector"] = f"{self.config.modalities[modality].connector.kind} ({self.model.tokens_per_frame()[modality]} tokens)"
+        return info
+
+    def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256) -> Prompt:
+        """Validate ``messages``, load their media and build the prompt; changes no state."""
+        parsed: list[Message] = validate_messages(
+            messages, self.config.media, self._supported_media(), self.frames_per_video
+        )
+        budget = self.context_window - max_new_tokens
+        if budget < 1:
+            raise AssistantError(f"max_new_tokens={max_new_tokens} leaves no room in the {self.context_window}-token context")
+        return self._builder.build_within(parsed, budget)
+
+    def chat(self, messages: list[dict[str, Any]], **options: Any) -> str:
+        """The assistant's reply to ``messages`` (see ``stream`` for options)."""
+        return "".join(self.stream(messages, **options))
+
+    def stream(
+        self,
+        messages: list[dict[str, Any]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | str | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Stream the reply as text pieces. Input is checked now; generation runs as you iterate.
+
+        Args:
+            messages: Conversation in the typed-content format, last message from the user (or a tool).
+            max_new_tokens: Upper bound on generated tokens.
+            temperature: 0 for greedy decoding, otherwise sampling temperature.
+            top_p: Nucleus sampling mass (with temperature > 0).
+            stop: Strings that end the reply (not included in it).
+            seed: Makes sampling reproducible.
+
+        Raises:
+            AssistantError: For bad messages, media or options, before anything changes.
+        """
+        options = SamplingOptions(max_new_tokens, temperature, top_p, list(stop or []), seed)
+        prompt = self.prepare(messages, max_new_tokens)
+        request = _Request(threading.Event())
+        return self._run(prompt, options, request)
+
+    def cancel(self) -> None:
+        """Stop the active stream promptly (safe to call from any thread)."""
+        request = self._active
+        if request is not None:
+            request.cancel.set()
+
+    def reset_cache(self) -> None:
+        """Forget the cached conversation and media features (e.g. after the connector was retrained)."""
+        with self._lock:
+            self._engine.reset()
+            self._features.clear()
+
+    # ---------------------------------------------------------------- internals
+
+    def _supported_media(self) -> tuple[str, ...]:
+        media = tuple(self.model.encoders)
+        return media + ("video",) if "image" in media else media
+
+    def _run(self, prompt: Prompt, options: SamplingOptions, request: _Request) -> Iterator[str]:
+        with self._lock:
+            self._active = request  # supersedes any unfinished stream
+            self.stats.requests += 1
+            self.stats.dropped_messages += prompt.dropped_messages
+        keys = prompt.position_keys()
+        tokens = self._engine.generate(
+            keys, lambda start: self._embed_suffix(prompt, start), options, request.cancel, self.config.prefix_reuse
+        )
+        started = time.perf_counter()
+        first_token_at = None
+        ids: list[int] = []
+        emitted = 0
+        holdback = max((len(s) for s in options.stop), default=1) - 1
+        try:
+            while True:
+                with self._lock:
+                    if self._active is not request:
+                        return
+                    token = next(tokens, None)
+                if token is None or token in self._stop_ids:
+                    break
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                    self.stats.last_time_to_first_token_s = first_token_at - started
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                cut = min((i for i in (text.find(s) for s in options.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    if cut > emitted:
+                        yield text[emitted:cut]
+                    emitted = len(text)
+                    return
+                safe = len(text) - holdback
+                while safe > emitted and text[safe - 1] == "\ufffd":  # an incomplete UTF-8 sequence
+                    safe -= 1
+                if safe > emitted:
+                    yield text[emitted:safe]
+                    emitted = safe
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
+            if len(text) > emitted:
+                yield text[emitted:]
+        finally:
+            tokens.close()
+            if first_token_at is not None and len(ids) > 1:
+                self.stats.last_tokens_per_second = (len(ids) - 1) / max(time.perf_counter() - first_token_at, 1e-9)
+            with self._lock:
+                if self._active is request:
+                    self._active = None
+
+    def _embed_suffix(self, prompt: Prompt, start: int) -> torch.Tensor:
+        """Embeddings of ``prompt`` from position ``start`` on; encodes only frames not yet cached."""
+        device = self.model.device
+        input_ids = torch.tensor([prompt.input_ids[start:]], device=device)
+        pieces: dict[str, list[torch.Tensor]] = {}
+        for span in prompt.spans:
+            end = span.start + span.length
+            if end <= start:
+                continue
+            tokens = self._connected(span.modality, span.frame)  # (M, D)
+            pieces.setdefault(span.modality, []).append(tokens[max(start - span.start, 0) :])
+        media_tokens = {modality: torch.cat(parts) for modality, parts in pieces.items()}
+        return self.model.embed(input_ids, media_tokens)  # (1, T - start, D)
+
+    def _connected(self, modality: str, frame) -> torch.Tensor:
+        key = (modality, frame.key)
+        features = self._features.get(key)
+        if features is None:
+            features = self.model.encoders[modality].encode([frame.image])[0]  # (N, D_enc)
+            self.stats.encoder_calls += 1
+            self._features.put(key, features)
+        else:
+            self.stats.media_cache_hits += 1
+        return self.model.connect(modality, features.unsqueeze(0))[0]  # (M, D_llm)
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def _load_connectors(connectors: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise AssistantError(f"adapter artifact is missing {path.name}")
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error type for corrupt files
+        raise AssistantError(f"cannot read connector weights {path}: {error}") from None
+    expected = connectors.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise AssistantError(
+            f"connector weights in {path} do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise AssistantError(f"connector weight {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
+    connectors.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -1,0 +1,188 @@
+"""Typed configuration: one small dataclass per component, nested into ``AssistantConfig``.
+
+Each dataclass validates itself in ``__post_init__`` and round-trips through JSON. The config only
+names things (models, connector kinds, limits); building them is the job of the modules that own
+them. It knows nothing about torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import AssistantError
+
+DEFAULT_LLM = "default"
+DEFAULT_VISION_ENCODER = "efficientnet_lite0"
+
+
+@dataclass
+class EncoderConfig:
+    """A frozen media encoder."""
+
+    kind: str = field(default=DEFAULT_VISION_ENCODER, metadata={"help": "encoder registry key: efficientnet_lite0 | hf_vision"})
+    model: str | None = field(default=None, metadata={"help": "Hugging Face id or local folder (hf_vision)"})
+    feature_layer: int = field(default=-2, metadata={"help": "hidden-state index whose tokens are used (hf_vision)"})
+    drop_cls_token: bool = field(default=True, metadata={"help": "drop the CLS token where the model has one"})
+    image_size: int = field(default=224, metadata={"help": "input resolution (efficientnet_lite0)"})
+
+    def __post_init__(self) -> None:
+        if self.kind == "hf_vision" and not self.model:
+            raise AssistantError("encoder kind 'hf_vision' needs `model` (a Hugging Face id or folder)")
+        if self.image_size < 32:
+            raise AssistantError(f"encoder image_size must be at least 32, got {self.image_size}")
+
+
+@dataclass
+class ConnectorConfig:
+    """A trainable connector; options a connector kind does not take are ignored."""
+
+    kind: str = field(default="mlp", metadata={"help": "connector registry key: mlp | resampler"})
+    hidden_dim: int | None = field(default=None, metadata={"help": "inner width (default: LLM width)"})
+    num_latents: int = field(default=32, metadata={"help": "output tokens per item (resampler)"})
+    depth: int = field(default=2, metadata={"help": "cross-attention blocks (resampler)"})
+    num_heads: int = field(default=8, metadata={"help": "attention heads (resampler)"})
+    position_embedding: str = field(default="none", metadata={"help": "none | learned | sincos2d"})
+
+    def __post_init__(self) -> None:
+        if self.num_latents < 1 or self.depth < 1 or self.num_heads < 1:
+            raise AssistantError("connector num_latents, depth and num_heads must be positive")
+
+    def options(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "kind"}
+
+
+@dataclass
+class ModalityConfig:
+    """How one modality reaches the LLM: a frozen encoder, then a connector."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the LLM through peft; ``r == 0`` means no LoRA."""
+
+    r: int = field(default=0, metadata={"help": "LoRA rank; 0 disables LoRA"})
+    alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "module names LoRA wraps"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 0:
+            raise AssistantError(f"lora r must be >= 0, got {self.r}")
+        if self.r and not self.target_modules:
+            raise AssistantError("lora target_modules is empty")
+
+
+@dataclass
+class LLMConfig:
+    """The language model."""
+
+    model: str = field(default=DEFAULT_LLM, metadata={"help": "'default', a Hugging Face id, a folder, or a .gguf file"})
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+    quantize: str | None = field(default=None, metadata={"help": "None | 4bit | 8bit (bitsandbytes)"})
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    max_context_tokens: int | None = field(default=None, metadata={"help": "context window (default: the model's)"})
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise AssistantError(f"llm dtype {self.dtype!r} is not float32, bfloat16 or float16")
+        if self.quantize not in (None, "4bit", "8bit"):
+            raise AssistantError(f"llm quantize {self.quantize!r} is not None, '4bit' or '8bit'")
+
+
+@dataclass
+class MediaConfig:
+    """Limits on media a request may carry, and the encoder-output cache."""
+
+    max_items_per_request: int = field(default=8, metadata={"help": "media items allowed in one conversation"})
+    max_file_mb: float = field(default=20.0, metadata={"help": "largest media file accepted"})
+    max_image_pixels: int = field(default=89_478_485, metadata={"help": "decompression-bomb limit (Pillow's default)"})
+    video_max_frames: int = field(default=8, metadata={"help": "frames sampled from a video"})
+    video_token_budget: int = field(default=512, metadata={"help": "LLM tokens one video may use"})
+    cache_mb: float = field(default=256.0, metadata={"help": "bound on cached encoder outputs"})
+
+    def __post_init__(self) -> None:
+        if self.max_items_per_request < 0 or self.max_file_mb <= 0 or self.max_image_pixels <= 0:
+            raise AssistantError("media limits must be positive")
+        if self.video_max_frames < 1 or self.video_token_budget < 1:
+            raise AssistantError("video_max_frames and video_token_budget must be at least 1")
+
+
+@dataclass
+class AssistantConfig:
+    """Everything needed to rebuild an assistant: which encoders, connectors and LLM, and limits.
+
+    ``modalities`` maps a modality name ("image", later "audio") to its encoder and connector.
+    Video has no entry of its own: its frames go through the "image" encoder and connector.
+    """
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    modalities: dict[str, ModalityConfig] = field(default_factory=lambda: {"image": ModalityConfig()})
+    media: MediaConfig = field(default_factory=MediaConfig)
+    system_prompt: str | None = field(default=None, metadata={"help": "used when a conversation has none"})
+    prefix_reuse: bool = field(default=True, metadata={"help": "reuse the KV cache of a shared conversation prefix"})
+    allow_download: bool = field(default=False, metadata={"help": "let Hugging Face ids download from the hub"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "run code shipped with a checkpoint"})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.modalities) - {"image", "audio"}
+        if unknown:
+            raise AssistantError(f"unknown modalities {sorted(unknown)}; supported: image, audio")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AssistantConfig":
+        try:
+            return _build(cls, data)
+        except (TypeError, KeyError) as error:
+            raise AssistantError(f"invalid assistant config: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AssistantConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise AssistantError(f"cannot read assistant config {path}: {error}") from None
+        return cls.from_dict(data)
+
+
+_NESTED = {
+    (AssistantConfig, "llm"): LLMConfig,
+    (AssistantConfig, "media"): MediaConfig,
+    (LLMConfig, "lora"): LoraConfig,
+    (ModalityConfig, "encoder"): EncoderConfig,
+    (ModalityConfig, "connector"): ConnectorConfig,
+}
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Build a dataclass from plain JSON data, recursing into the nested dataclasses above."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} expects an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        nested = _NESTED.get((cls, key))
+        if nested is not None:
+            value = _build(nested, value)
+        elif cls is AssistantConfig and key == "modalities":
+            value = {name: _build(ModalityConfig, item) for name, item in value.items()}
+        kwargs[key] = value
+    return cls(**kwargs)

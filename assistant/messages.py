@@ -1,0 +1,124 @@
+"""Validate chat messages in the typed-content format and load the media they reference.
+
+Format (the same for chat, streaming and training rows)::
+
+    {"role": "system" | "user" | "assistant" | "tool",
+     "content": "text" | [{"type": "text", "text": ...},
+                          {"type": "image", "image": path | bytes | PIL image | array | data URL},
+                          {"type": "video", "video": path | [frames...], "fps": 1.0},
+                          {"type": "audio", "audio": ...}],
+     "tool_calls": [...],            # optional, assistant turns that call tools
+     "tool_call_id": ..., "name": ...}  # optional, tool turns
+
+Validation happens before anything is encoded or cached, so a bad request changes nothing.
+This module knows nothing about tokens or models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from assistant.config import MediaConfig
+from assistant.errors import AssistantError
+from assistant.media import LoadedMedia, load_image, load_video
+
+ROLES = ("system", "user", "assistant", "tool")
+MEDIA_TYPES = ("image", "video", "audio")
+PASSTHROUGH_KEYS = ("tool_calls", "tool_call_id", "name")
+RESERVED_CHARACTERS = ("\ue000", "\ue001")  # the prompt builder's media markers
+
+
+@dataclass
+class Message:
+    """A validated message: text and loaded media parts in order, plus tool-call fields."""
+
+    role: str
+    parts: list[str | LoadedMedia]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def media(self) -> list[LoadedMedia]:
+        return [part for part in self.parts if isinstance(part, LoadedMedia)]
+
+
+def _text_part(text: Any, where: str) -> str:
+    if not isinstance(text, str):
+        raise AssistantError(f"{where}: text must be a string, got {type(text).__name__}")
+    if any(marker in text for marker in RESERVED_CHARACTERS):
+        raise AssistantError(f"{where}: text contains reserved characters U+E000/U+E001")
+    return text
+
+
+def validate_messages(
+    messages: Any,
+    limits: MediaConfig,
+    supported_media: tuple[str, ...],
+    frames_per_video: int,
+    load_extra: dict[str, Callable[[Any], LoadedMedia]] | None = None,
+) -> list[Message]:
+    """Check a conversation and load its media.
+
+    Args:
+        messages: The conversation, oldest first; the last message must be a user or tool turn.
+        limits: Media size and count limits.
+        supported_media: Media types this assistant has encoders for (e.g. ("image", "video")).
+        frames_per_video: Frames sampled from each video.
+        load_extra: Loaders for further media types (audio arrives through this slot).
+
+    Raises:
+        AssistantError: Naming the first problem found.
+    """
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise AssistantError("messages must be a non-empty list of {'role', 'content'} dicts")
+    loaders: dict[str, Callable[[Any], LoadedMedia]] = {
+        "image": lambda source: load_image(source, limits),
+        "video": lambda source, fps=None: load_video(source, limits, frames_per_video, fps),
+        **(load_extra or {}),
+    }
+    parsed, media_count = [], 0
+    for index, message in enumerate(messages):
+        where = f"message {index}"
+        if not isinstance(message, dict):
+            raise AssistantError(f"{where} must be a dict, got {type(message).__name__}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise AssistantError(f"{where} has role {role!r}; expected one of {ROLES}")
+        content = message.get("content", "")
+        if content is None:
+            content = ""
+        raw_parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(raw_parts, (list, tuple)):
+            raise AssistantError(f"{where}: content must be a string or a list of parts")
+        parts: list[str | LoadedMedia] = []
+        for part_index, part in enumerate(raw_parts):
+            part_where = f"{where} part {part_index}"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text = _text_part(part.get("text"), part_where)
+                if text:
+                    parts.append(text)
+            elif kind in MEDIA_TYPES:
+                if role not in ("user", "tool"):
+                    raise AssistantError(f"{part_where}: {kind} is only allowed in user or tool turns")
+                if kind not in supported_media or kind not in loaders:
+                    raise AssistantError(f"{part_where}: this assistant has no {kind} encoder configured")
+                if kind not in part:
+                    raise AssistantError(f"{part_where}: {kind} part has no {kind!r} field")
+                media_count += 1
+                if media_count > limits.max_items_per_request:
+                    raise AssistantError(
+                        f"too many media items: more than the limit of {limits.max_items_per_request} per request"
+                    )
+                extra = {"fps": part["fps"]} if kind == "video" and "fps" in part else {}
+                parts.append(loaders[kind](part[kind], **extra))
+            else:
+                shown = kind if kind is not None else type(part).__name__
+                raise AssistantError(f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)}")
+        extras = {key: message[key] for key in PASSTHROUGH_KEYS if key in message}
+        if not parts and not extras.get("tool_calls") and role != "assistant":
+            raise AssistantError(f"{where} ({role}) is empty")
+        parsed.append(Message(role, parts, extras))
+    if parsed[-1].role not in ("user", "tool"):
+        raise AssistantError(f"the last message must be a user or tool turn, got {parsed[-1].role!r}")
+    return parsed

@@ -1,0 +1,106 @@
+"""The multimodal model: frozen encoders -> trainable connectors -> the language model.
+
+``embed`` is where the placeholder contract is enforced: for each modality the number of placeholder
+positions in ``input_ids`` must equal the number of connector tokens supplied, else a clear error.
+``forward`` takes pixel batches per modality (training) or ready connector outputs (inference with
+cached encoder features). The model knows nothing about messages, templates or generation loops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from adapters import build_connector
+from assistant.config import AssistantConfig
+from assistant.encoders import MediaEncoder
+from assistant.errors import AssistantError
+from assistant.processor import PLACEHOLDER_IDS
+
+
+class MultimodalModel(nn.Module):
+    def __init__(self, llm: PreTrainedModel, encoders: dict[str, MediaEncoder], connectors: nn.ModuleDict) -> None:
+        super().__init__()
+        self.llm = llm
+        self.encoders = nn.ModuleDict(encoders)
+        self.connectors = connectors
+
+    @classmethod
+    def build(cls, config: AssistantConfig, llm: PreTrainedModel, encoders: dict[str, MediaEncoder]) -> "MultimodalModel":
+        """Create fresh connectors sized between each encoder and the LLM."""
+        llm_width = llm.get_input_embeddings().embedding_dim
+        connectors = nn.ModuleDict()
+        for modality, encoder in encoders.items():
+            settings = config.modalities[modality].connector
+            connectors[modality] = build_connector(
+                settings.kind, encoder.hidden_size, llm_width, encoder.num_tokens, **settings.options()
+            )
+        model = cls(llm, encoders, connectors)
+        model.connectors.to(next(llm.parameters()).device)
+        return model
+
+    def tokens_per_frame(self) -> dict[str, int]:
+        return {
+            modality: self.connectors[modality].num_output_tokens(encoder.num_tokens)
+            for modality, encoder in self.encoders.items()
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    def connect(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, N, D_enc) -> LLM tokens (B, M, D_llm) in the LLM's dtype."""
+        connector = self.connectors[modality]
+        dtype = next(connector.parameters()).dtype
+        tokens = connector(features.to(device=self.device, dtype=dtype))
+        return tokens.to(self.llm.get_input_embeddings().weight.dtype)
+
+    def embed(self, input_ids: torch.Tensor, media_tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Token embeddings with placeholder positions replaced by connector outputs.
+
+        Args:
+            input_ids: (B, T) ids where media positions hold ``PLACEHOLDER_IDS[modality]``.
+            media_tokens: Per modality, (K, D) connector tokens in order of appearance (row-major
+                over the batch), K equal to that modality's placeholder count.
+        """
+        media_tokens = media_tokens or {}
+        is_media = input_ids < 0
+        embeddings = self.llm.get_input_embeddings()(input_ids.masked_fill(is_media, 0))  # (B, T, D)
+        for modality, placeholder in PLACEHOLDER_IDS.items():
+            mask = input_ids == placeholder  # (B, T)
+            supplied = media_tokens.get(modality)
+            count = 0 if supplied is None else supplied.shape[0]
+            if int(mask.sum()) != count:
+                raise AssistantError(
+                    f"{modality} placeholder mismatch: the prompt has {int(mask.sum())} {modality} "
+                    f"positions but the connector produced {count} tokens"
+                )
+            if count:
+                embeddings = embeddings.masked_scatter(mask.unsqueeze(-1), supplied.to(embeddings.dtype))
+        unknown = is_media & ~torch.isin(input_ids, torch.tensor(list(PLACEHOLDER_IDS.values()), device=input_ids.device))
+        if unknown.any():
+            raise AssistantError(f"input_ids hold unknown negative ids {input_ids[unknown].unique().tolist()}")
+        return embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: dict[str, torch.Tensor] | None = None,
+        labels: torch.Tensor | None = None,
+        **llm_kwargs,
+    ):
+        """Training/evaluation forward: encode pixel batches, connect, splice, run the LLM.
+
+        Args:
+            pixel_values: Per modality, a preprocessed batch (K, ...) of the K frames in order.
+        """
+        media_tokens = {}
+        for modality, batch in (pixel_values or {}).items():
+            with torch.no_grad():
+                features = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
+            media_tokens[modality] = self.connect(modality, features).flatten(0, 1)  # (K*M, D)
+        embeddings = self.embed(input_ids, media_tokens)
+        return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, labels=labels, **llm_kwargs)
