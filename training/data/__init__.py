@@ -1,0 +1,6 @@
+"""Training data: a deterministic synthetic visual domain (``scenes``) and its row writers.
+
+``scene_layout`` decides what is in a picture, ``scene_render`` draws it, ``scene_questions`` says
+things about it, ``scene_writers`` formats rows (LLaVA and typed messages) and ``scenes`` ties them
+into data sets and a command line. Nothing here loads a model.
+"""

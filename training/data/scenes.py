@@ -1,0 +1,235 @@
+"""A deterministic synthetic visual domain: coloured shapes on plain backgrounds, with questions.
+
+Each scene (1-6 circles/squares/triangles/stars in 8 colours, 2 sizes, 5 position words; see
+``scene_layout``) is rendered to ``images/{split}_{index:06d}.png`` and yields one row per question
+type it supports: colour, shape, count, position, existence, caption, a 3-4 turn ``multi_turn``
+dialogue, and a two-image ``comparison`` with the previous scene of the split. Rows are written
+as typed messages (``{split}.jsonl``) and/or LLaVA conversations (``{split}_llava.json``), with
+image paths relative to the output folder; ``{split}_scenes.jsonl`` keeps each scene's seed and
+objects and ``summary.json`` the row counts per question type.
+
+Scene ``index`` of ``split`` is drawn from ``scene_seed(seed, split, index)``; the same seed gives
+byte-identical PNGs and identical rows, and the splits use disjoint seeds (checked). Answer
+conventions are in ``scene_questions``. This module knows nothing about models or tokenizers.
+
+    python -m training.data.scenes --out data/scenes --train 5000 --val 500 --test 500 --seed 0
+    python -m training.data.scenes --examples examples   # scene_1..3.png + examples.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from training.data.scene_layout import SceneConfig, Scene, SceneObject, generate_scene
+from training.data.scene_questions import (
+    QA,
+    QUESTION_TYPES,
+    caption,
+    colour_question,
+    comparison,
+    count_question,
+    dialogue,
+    normalize_answer,
+    position_question,
+    questions,
+)
+from training.data.scene_render import png_bytes, render
+from training.data.scene_writers import FORMATS, Sample, llava_row, messages_row, open_row_files
+
+__all__ = [
+    "QA", "QUESTION_TYPES", "Scene", "SceneConfig", "SceneObject", "DatasetConfig", "build_dataset",
+    "caption", "comparison", "dialogue", "generate_scene", "llava_row", "messages_row",
+    "normalize_answer", "questions", "render", "scene_seed", "write_examples",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_DIR = "images"
+EXAMPLE_TYPES = ("colour", "count", "position")
+
+
+@dataclass
+class DatasetConfig:
+    """What to generate and where; the command line is built from these fields."""
+
+    out: str | None = field(default=None, metadata={"help": "output folder (images/, {split}.jsonl, summary.json)"})
+    train: int = field(default=1000, metadata={"help": "training scenes"})
+    val: int = field(default=100, metadata={"help": "validation scenes"})
+    test: int = field(default=100, metadata={"help": "test scenes"})
+    seed: int = field(default=0, metadata={"help": "base seed; every scene seed is derived from it"})
+    format: str = field(default="both", metadata={"help": "row format", "choices": FORMATS})
+    examples: str | None = field(default=None, metadata={"help": "also write scene_1..3.png + examples.json here"})
+    scene: SceneConfig = field(default_factory=SceneConfig)
+
+    def __post_init__(self) -> None:
+        if min(self.train, self.val, self.test) < 0:
+            raise ValueError("scene counts must be >= 0")
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; expected one of {FORMATS}")
+
+    def scenes_in(self, split: str) -> int:
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+
+def scene_seed(seed: int, split: str, index: int) -> int:
+    """The 64-bit seed of scene ``index`` of ``split``, derived from the base ``seed`` by hashing."""
+    digest = hashlib.sha256(f"scenes/{seed}/{split}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def scene_record(scene: Scene, seed: int, image: str) -> dict[str, Any]:
+    """The ground truth of one scene as a JSON-ready dict."""
+    objects = [dataclasses.asdict(obj) for obj in scene.objects]
+    return {"image": image, "seed": seed, "background": list(scene.background), "objects": objects}
+
+
+def scene_samples(scene: Scene, rng: random.Random, name: str, image: str) -> list[Sample]:
+    """The single-image rows of one scene: one per supported question type plus a dialogue."""
+    samples = [Sample(f"{name}_{qa.question_type}", (image,), (qa,), qa.question_type) for qa in questions(scene, rng)]
+    samples.append(Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn"))
+    return samples
+
+
+def build_split(root: Path, split: str, config: DatasetConfig) -> dict[str, Any]:
+    """Write one split's images, rows and scene records; returns its counts."""
+    counts = dict.fromkeys(QUESTION_TYPES, 0)
+    files = open_row_files(root, split, config.format)
+    previous: tuple[Scene, str] | None = None
+    seeds = []
+    with open(root / f"{split}_scenes.jsonl", "w", encoding="utf-8") as records:
+        try:
+            for index in tqdm(range(config.scenes_in(split)), desc=split, unit="scene", leave=False):
+                seed = scene_seed(config.seed, split, index)
+                seeds.append(seed)
+                rng = random.Random(seed)
+                scene = generate_scene(rng, config.scene)
+                name = f"{split}_{index:06d}"
+                image = f"{IMAGE_DIR}/{name}.png"
+                (root / image).write_bytes(png_bytes(render(scene)))
+                records.write(json.dumps(scene_record(scene, seed, image)) + "\n")
+                samples = scene_samples(scene, rng, name, image)
+                if previous is not None:
+                    pair = [previous, (scene, image)]
+                    rng.shuffle(pair)
+                    qa = comparison(pair[0][0], pair[1][0], rng)
+                    if qa is not None:
+                        samples.append(Sample(f"{name}_comparison", (pair[0][1], pair[1][1]), (qa,), "comparison"))
+                previous = (scene, image)
+                for sample in samples:
+                    counts[sample.question_type] += 1
+                    for row_file in files:
+                        row_file.write(sample)
+        finally:
+            for row_file in files:
+                row_file.close()
+    return {"scenes": len(seeds), "rows": sum(counts.values()), "question_types": counts, "seeds": seeds}
+
+
+def build_dataset(config: DatasetConfig) -> dict[str, Any]:
+    """Write every split under ``config.out`` plus ``summary.json``; returns the summary.
+
+    Raises:
+        ValueError: If ``config.out`` is unset or two splits would share a scene seed.
+    """
+    if not config.out:
+        raise ValueError("build_dataset needs an output folder (config.out)")
+    root = Path(config.out)
+    (root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    splits, owner = {}, {}
+    for split in SPLITS:
+        result = build_split(root, split, config)
+        for seed in result.pop("seeds"):
+            if owner.setdefault(seed, split) != split:
+                raise ValueError(f"scene seed {seed} is used by both {owner[seed]} and {split}")
+        splits[split] = result
+    totals = {kind: sum(s["question_types"][kind] for s in splits.values()) for kind in QUESTION_TYPES}
+    summary = {
+        "seed": config.seed,
+        "format": config.format,
+        "scene": dataclasses.asdict(config.scene),
+        "splits": splits,
+        "question_types": totals,
+        "rows": sum(totals.values()),
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def write_examples(directory: str | Path, seed: int = 0, config: SceneConfig = SceneConfig()) -> list[dict[str, Any]]:
+    """Write ``scene_1.png``..``scene_3.png`` (2-4 objects each) and ``examples.json`` holding one
+    colour, count and position question with its answer per image; returns the entries."""
+    makers = {"colour": colour_question, "count": count_question, "position": position_question}
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    entries, index = [], 0
+    for number, question_type in enumerate(EXAMPLE_TYPES, start=1):
+        while True:
+            seed_here = scene_seed(seed, "examples", index)
+            index += 1
+            rng = random.Random(seed_here)
+            scene = generate_scene(rng, config)
+            qa = makers[question_type](scene, rng) if 2 <= len(scene.objects) <= 4 else None
+            if qa is not None and (question_type != "count" or int(qa.answer) >= 2):
+                break
+        image = f"scene_{number}.png"
+        (root / image).write_bytes(png_bytes(render(scene)))
+        entries.append({"image": image, "question": qa.question, "answer": qa.answer,
+                        "question_type": question_type, "scene_seed": seed_here})
+    (root / "examples.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    return entries
+
+
+def _add_fields(parser: argparse.ArgumentParser, config_class: type) -> None:
+    for item in dataclasses.fields(config_class):
+        if item.default is dataclasses.MISSING:  # nested configs get their own flags
+            continue
+        default = item.default
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"),
+            type=type(default) if default is not None else str,
+            default=default,
+            choices=item.metadata.get("choices"),
+            help=f"{item.metadata['help']} (default: {default})",
+        )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> DatasetConfig:
+    """``DatasetConfig`` (with its ``SceneConfig``) from command-line flags."""
+    parser = argparse.ArgumentParser(prog="python -m training.data.scenes", description=__doc__.split("\n\n")[0])
+    _add_fields(parser, DatasetConfig)
+    _add_fields(parser, SceneConfig)
+    args = vars(parser.parse_args(argv))
+    scene = SceneConfig(**{item.name: args.pop(item.name) for item in dataclasses.fields(SceneConfig)})
+    if not args["out"] and not args["examples"]:
+        parser.error("give --out (a data set), --examples (UI examples) or both")
+    return DatasetConfig(**args, scene=scene)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: build the data set and/or the examples; logs a one-line summary."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = parse_args(argv)
+    summary: dict[str, Any] = {}
+    if config.out:
+        summary = build_dataset(config)
+        per_split = ", ".join(f"{split} {s['scenes']} scenes/{s['rows']} rows" for split, s in summary["splits"].items())
+        logger.info("wrote %s: %s; rows per type %s", config.out, per_split, summary["question_types"])
+    if config.examples:
+        entries = write_examples(config.examples, config.seed, config.scene)
+        logger.info("wrote %d examples to %s", len(entries), config.examples)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
