@@ -140,7 +140,7 @@ def to_messages(
         else:
             messages.append({"role": role, "content": parts})
     files = [{"path": file if isinstance(file, str) else file["path"]} for file in message.get("files", [])]
-    new_parts = _content_parts([*files, message.get("text") or ""], max_file_mb)  # files first, as the Chatbot shows them
+    new_parts = _content_parts([message.get("text") or "", *files], max_file_mb)  # files first, as the Chatbot shows them
     if messages and messages[-1]["role"] == "user":
         messages[-1]["content"].extend(new_parts)
     else:
