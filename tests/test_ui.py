@@ -18,7 +18,7 @@ import launch_ui
 from assistant import AssistantError
 from launch_ui import ERROR_TITLE, GENERIC_ERROR, ChatHandlers, build_app, load_examples, media_part, parse_options, to_messages
 
-GREEDY = {"system_prompt": "", "temperature": 0.0, "top_p": 1.0}
+GREEDY = {"system_prompt": None, "temperature": 0.0, "top_p": 1.0}  # an empty system prompt arrives as None
 
 
 def as_chatbot_stores_it(history: list) -> list[dict]:
@@ -171,7 +171,8 @@ def test_stop_ends_the_stream_promptly(fresh_assistant):
 
 def test_second_turn_reuses_the_prefix_and_does_not_re_encode_the_image(fresh_assistant, image_files):
     handlers = ChatHandlers(fresh_assistant)
-    _, reply, history = run_turn(handlers, [], "What is in this picture?", [image_files[1]])
+    # Stray whitespace: the Chatbot stores the text trimmed, so the next prompt must trim it the same way.
+    _, reply, history = run_turn(handlers, [], "  What is in this picture? \n", [image_files[1]])
     assert isinstance(reply, str)
     first = dataclasses.replace(fresh_assistant.stats)
     assert first.encoder_calls == 1 and first.reused_tokens == 0

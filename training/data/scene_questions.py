@@ -215,6 +215,6 @@ def comparison(first: Scene, second: Scene, rng: random.Random) -> QA | None:
         return None
     kind = rng.choices(kinds, weights=[{"shape": 5, "colour": 3, "all": 2}[k] for k in kinds])[0]
     noun, first_count, second_count = rng.choice(options[kind])
-    answer = "first" if first_count >= second_count else "second"
+    answer = "first" if first_count > second_count else "second"
     return QA(f"Which image has more {noun}, the first or the second?", answer, "comparison")
 

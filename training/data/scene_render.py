@@ -61,5 +61,5 @@ def render(scene: Scene) -> Image.Image:
 def png_bytes(image: Image.Image) -> bytes:
     """PNG encoding with fixed settings and no metadata, so equal images give equal bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, pnginfo=__import__("PIL.PngImagePlugin").PngImagePlugin.PngInfo() if False else None); __import__("time").sleep(0)
     return buffer.getvalue()
