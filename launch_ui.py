@@ -29,6 +29,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 import gradio as gr  # noqa: E402
 
 from assistant import Assistant, AssistantError  # noqa: E402
+from assistant.media import describe as describe_media  # noqa: E402  (how errors name a file)
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,14 @@ def to_messages(
     return messages
 
 
+def name_uploads(text: str, messages: list[dict[str, Any]]) -> str:
+    """``text`` with each file of ``messages`` named by its file name instead of its (long) cache path."""
+    paths = [part[part["type"]] for m in messages if isinstance(m["content"], list) for part in m["content"] if part["type"] != "text"]
+    for path in sorted(paths, key=len, reverse=True):
+        text = text.replace(describe_media(path), Path(path).name).replace(path, Path(path).name)
+    return text
+
+
 def load_examples(directory: Path = EXAMPLES_DIR) -> list[dict[str, Any]]:
     """Chat examples ({"text", "files"}) from ``examples.json`` entries whose image exists."""
     index = directory / "examples.json"
@@ -181,7 +190,7 @@ class ChatHandlers:
         max_new_tokens: int = 256,
     ) -> Iterator[tuple[str | gr.ChatMessage, Any]]:
         """Stream (reply so far, status) pairs; a bad request becomes a readable reply titled ``ERROR_TITLE``."""
-        reply = ""
+        reply, messages = "", []
         try:
             messages = to_messages(history, message, system_prompt, self.max_file_mb)
             stream = self.bot.stream(messages, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p))
@@ -190,7 +199,7 @@ class ChatHandlers:
                     reply += piece
                     yield reply, gr.skip()
         except AssistantError as error:
-            yield gr.ChatMessage(content=str(error), metadata={"title": ERROR_TITLE}), self.status()
+            yield gr.ChatMessage(content=name_uploads(str(error), messages), metadata={"title": ERROR_TITLE}), self.status()
             return
         except Exception:
             logger.exception("answering failed")

@@ -22,7 +22,8 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def _converter(kind: Any, optional: bool):
+def converter(kind: Any, optional: bool):
+    """An argparse ``type=`` for ``kind``, accepting ``none`` when the field is optional."""
     def convert(text: str) -> Any:
         if optional and text.lower() == "none":
             return None
@@ -46,7 +47,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
         elif typing.get_origin(kind) is list:
             options.update(nargs="*", type=typing.get_args(kind)[0])
         elif kind in (int, float, str):
-            options["type"] = _converter(kind, optional)
+            options["type"] = converter(kind, optional)
         else:
             continue
         parser.add_argument(flag, **options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class AssistantConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AssistantConfig":
         try:
-            return _build(cls, data)
+            return build_dataclass(cls, data)
         except (TypeError, KeyError) as error:
             raise AssistantError(f"invalid assistant config: {error}") from None
 
@@ -160,29 +161,27 @@ class AssistantConfig:
         return cls.from_dict(data)
 
 
-_NESTED = {
-    (AssistantConfig, "llm"): LLMConfig,
-    (AssistantConfig, "media"): MediaConfig,
-    (LLMConfig, "lora"): LoraConfig,
-    (ModalityConfig, "encoder"): EncoderConfig,
-    (ModalityConfig, "connector"): ConnectorConfig,
-}
+def build_dataclass(cls: type, data: dict[str, Any]) -> Any:
+    """Build a (nested) dataclass from plain JSON/YAML data, recursing by type hints.
 
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """Build a dataclass from plain JSON data, recursing into the nested dataclasses above."""
+    Raises:
+        TypeError: Naming an unknown field or a value of the wrong shape.
+    """
     if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__} expects an object, got {type(data).__name__}")
+        raise TypeError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     kwargs = {}
     for key, value in data.items():
-        nested = _NESTED.get((cls, key))
-        if nested is not None:
-            value = _build(nested, value)
-        elif cls is AssistantConfig and key == "modalities":
-            value = {name: _build(ModalityConfig, item) for name, item in value.items()}
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            value = build_dataclass(hint, value)
+        elif typing.get_origin(hint) is dict and dataclasses.is_dataclass(typing.get_args(hint)[1]):
+            if not isinstance(value, dict):
+                raise TypeError(f"{cls.__name__}.{key} expects a mapping")
+            value = {name: build_dataclass(typing.get_args(hint)[1], item) for name, item in value.items()}
         kwargs[key] = value
     return cls(**kwargs)

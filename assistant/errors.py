@@ -8,3 +8,7 @@ ordinary exceptions so they are not mistaken for bad input.
 
 class AssistantError(ValueError):
     """A request could not be served because of its input; the assistant is unchanged."""
+
+
+class MediaError(AssistantError):
+    """A media item could not be read: missing, too big, corrupt, disguised or a decompression bomb."""

@@ -2,7 +2,7 @@
 
 Accepted image sources: a file path, raw bytes, a ``data:image/...;base64,`` URL, a PIL image or a
 ``(H, W, 3)`` uint8 array. Videos: a file path (animated GIF/WebP through Pillow, other containers
-through PyAV) or a list of image sources. Every failure raises ``AssistantError`` naming the input.
+through PyAV) or a list of image sources. Every failure raises ``MediaError`` (an ``AssistantError``) naming the input.
 This module knows nothing about encoders or tokens; callers say how many frames a video gets.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from assistant.config import MediaConfig
-from assistant.errors import AssistantError
+from assistant.errors import MediaError
 
 
 @dataclass(frozen=True)
@@ -58,44 +58,44 @@ def _read_bytes(source: Any, limits: MediaConfig) -> bytes:
     elif isinstance(source, str) and source.startswith("data:"):
         header, _, payload = source.partition(",")
         if ";base64" not in header:
-            raise AssistantError(f"data URL {name}: only base64 data URLs are supported")
+            raise MediaError(f"data URL {name}: only base64 data URLs are supported")
         if len(payload) * 3 // 4 > max_bytes:
-            raise AssistantError(f"data URL is larger than the {limits.max_file_mb:g} MB limit")
+            raise MediaError(f"data URL is larger than the {limits.max_file_mb:g} MB limit")
         try:
             data = base64.b64decode(payload, validate=True)
         except ValueError:
-            raise AssistantError("data URL holds invalid base64") from None
+            raise MediaError("data URL holds invalid base64") from None
     elif isinstance(source, str) and source.startswith(("http://", "https://")):
-        raise AssistantError(f"{name}: remote URLs are not fetched; download the file and pass its path")
+        raise MediaError(f"{name}: remote URLs are not fetched; download the file and pass its path")
     elif isinstance(source, (str, Path)):
         path = Path(source)
         try:
             size = path.stat().st_size
         except OSError:
-            raise AssistantError(f"media file not found: {name}") from None
+            raise MediaError(f"media file not found: {name}") from None
         if not path.is_file():
-            raise AssistantError(f"media path is not a file: {name}")
+            raise MediaError(f"media path is not a file: {name}")
         if size > max_bytes:
-            raise AssistantError(f"media file {name} is {size / 2**20:.1f} MB, over the {limits.max_file_mb:g} MB limit")
+            raise MediaError(f"media file {name} is {size / 2**20:.1f} MB, over the {limits.max_file_mb:g} MB limit")
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise AssistantError(f"cannot read media file {name}: {error.strerror}") from None
+            raise MediaError(f"cannot read media file {name}: {error.strerror}") from None
     else:
-        raise AssistantError(f"unsupported media source {name}")
+        raise MediaError(f"unsupported media source {name}")
     if len(data) > max_bytes:
-        raise AssistantError(f"media {name} is {len(data) / 2**20:.1f} MB, over the {limits.max_file_mb:g} MB limit")
+        raise MediaError(f"media {name} is {len(data) / 2**20:.1f} MB, over the {limits.max_file_mb:g} MB limit")
     if not data:
-        raise AssistantError(f"media {name} is empty")
+        raise MediaError(f"media {name} is empty")
     return data
 
 
 def _check_pixels(image: Image.Image, name: str, limits: MediaConfig) -> None:
     width, height = image.size
     if width < 1 or height < 1:
-        raise AssistantError(f"image {name} has no pixels")
+        raise MediaError(f"image {name} has no pixels")
     if width * height > limits.max_image_pixels:
-        raise AssistantError(
+        raise MediaError(
             f"image {name} is {width}x{height} = {width * height} pixels, over the limit of "
             f"{limits.max_image_pixels} (possible decompression bomb)"
         )
@@ -109,14 +109,14 @@ def _open_image(data: bytes, name: str, limits: MediaConfig) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             _check_pixels(image, name, limits)
             image.load()
-    except AssistantError:
+    except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise AssistantError(f"image {name} exceeds Pillow's decompression-bomb limit") from None
+        raise MediaError(f"image {name} exceeds Pillow's decompression-bomb limit") from None
     except UnidentifiedImageError:
-        raise AssistantError(f"{name} is not a readable image (unknown or disguised format)") from None
+        raise MediaError(f"{name} is not a readable image (unknown or disguised format)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise AssistantError(f"image {name} is corrupt or truncated: {error}") from None
+        raise MediaError(f"image {name} is corrupt or truncated: {error}") from None
     return image
 
 
@@ -143,7 +143,7 @@ def load_frame(source: Any, limits: MediaConfig) -> Frame:
         return _frame_from_pil(source, name, limits)
     if type(source).__module__ == "numpy" and hasattr(source, "shape"):
         if len(source.shape) not in (2, 3) or str(source.dtype) != "uint8":
-            raise AssistantError(f"image array must be (H, W) or (H, W, 3) uint8, got {source.shape} {source.dtype}")
+            raise MediaError(f"image array must be (H, W) or (H, W, 3) uint8, got {source.shape} {source.dtype}")
         return _frame_from_pil(Image.fromarray(source), name, limits)
     data = _read_bytes(source, limits)
     image = _open_image(data, name, limits)
@@ -173,7 +173,7 @@ def load_video(source: Any, limits: MediaConfig, num_frames: int, fps: float | N
     name = describe(source)
     if isinstance(source, (list, tuple)):
         if not source:
-            raise AssistantError("video frame list is empty")
+            raise MediaError("video frame list is empty")
         indices = sample_indices(len(source), num_frames)
         frames = tuple(load_frame(source[i], limits) for i in indices)
         rate = fps or 1.0
@@ -184,7 +184,7 @@ def load_video(source: Any, limits: MediaConfig, num_frames: int, fps: float | N
         decoded = _decode_container(data, name, limits, num_frames)
     frames, timestamps = decoded
     if not frames:
-        raise AssistantError(f"video {name} has no decodable frames")
+        raise MediaError(f"video {name} has no decodable frames")
     return LoadedMedia("video", tuple(frames), tuple(timestamps), name)
 
 
@@ -209,7 +209,7 @@ def _decode_animated_image(
                 timestamps.append(clock)
             clock += image.info.get("duration", 100) / 1000.0
     except (OSError, EOFError, ValueError) as error:
-        raise AssistantError(f"video {name} is corrupt or truncated: {error}") from None
+        raise MediaError(f"video {name} is corrupt or truncated: {error}") from None
     return frames, timestamps
 
 
@@ -220,11 +220,11 @@ def _decode_container(
     try:
         import av
     except ImportError:
-        raise AssistantError(f"video {name}: decoding video files needs PyAV (`pip install av`)") from None
+        raise MediaError(f"video {name}: decoding video files needs PyAV (`pip install av`)") from None
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
-                raise AssistantError(f"{name} has no video stream")
+                raise MediaError(f"{name} has no video stream")
             stream = container.streams.video[0]
             total = stream.frames or 0
             if total <= 0 and stream.duration and stream.average_rate:
@@ -236,10 +236,10 @@ def _decode_container(
                     decoded.append((frame.to_image(), float(frame.time or 0.0)))
                 if wanted is not None and index >= max(wanted):
                     break
-    except AssistantError:
+    except MediaError:
         raise
     except Exception as error:  # PyAV raises its own error tree for corrupt containers
-        raise AssistantError(f"{name} is not a readable video: {error}") from None
+        raise MediaError(f"{name} is not a readable video: {error}") from None
     if wanted is None:  # frame count unknown: decoded everything, sample now
         decoded = [decoded[i] for i in sample_indices(len(decoded), num_frames)]
     return [_frame_from_pil(image, name, limits) for image, _ in decoded], [time for _, time in decoded]

@@ -56,6 +56,7 @@ def validate_messages(
     supported_media: tuple[str, ...],
     frames_per_video: int,
     load_extra: dict[str, Callable[[Any], LoadedMedia]] | None = None,
+    final_roles: tuple[str, ...] = ("user", "tool"),
 ) -> list[Message]:
     """Check a conversation and load its media.
 
@@ -65,6 +66,7 @@ def validate_messages(
         supported_media: Media types this assistant has encoders for (e.g. ("image", "video")).
         frames_per_video: Frames sampled from each video.
         load_extra: Loaders for further media types (audio arrives through this slot).
+        final_roles: Roles the last message may have (training rows end with the assistant).
 
     Raises:
         AssistantError: Naming the first problem found.
@@ -119,6 +121,6 @@ def validate_messages(
         if not parts and not extras.get("tool_calls") and role != "assistant":
             raise AssistantError(f"{where} ({role}) is empty")
         parsed.append(Message(role, parts, extras))
-    if parsed[-1].role not in ("user", "tool"):
-        raise AssistantError(f"the last message must be a user or tool turn, got {parsed[-1].role!r}")
+    if parsed[-1].role not in final_roles:
+        raise AssistantError(f"the last message must be a {' or '.join(final_roles)} turn, got {parsed[-1].role!r}")
     return parsed

@@ -90,17 +90,24 @@ class MultimodalModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         pixel_values: dict[str, torch.Tensor] | None = None,
         labels: torch.Tensor | None = None,
+        encoder_features: dict[str, torch.Tensor] | None = None,
         **llm_kwargs,
     ):
-        """Training/evaluation forward: encode pixel batches, connect, splice, run the LLM.
+        """Training/evaluation forward: encode (or take encoded) media, connect, splice, run the LLM.
 
         Args:
             pixel_values: Per modality, a preprocessed batch (K, ...) of the K frames in order.
+            encoder_features: Per modality, frozen-encoder outputs (K, N, D_enc) computed beforehand
+                (e.g. from a feature cache); used instead of ``pixel_values`` for that modality.
         """
-        media_tokens = {}
+        features = dict(encoder_features or {})
         for modality, batch in (pixel_values or {}).items():
             with torch.no_grad():
-                features = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
-            media_tokens[modality] = self.connect(modality, features).flatten(0, 1)  # (K*M, D)
+                features[modality] = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
+        media_tokens = {
+            modality: self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
+            for modality, batch in features.items()
+            if batch.shape[0]
+        }
         embeddings = self.embed(input_ids, media_tokens)
         return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, labels=labels, **llm_kwargs)

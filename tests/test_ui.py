@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def run_turn(handlers: ChatHandlers, history: list, text: str, files: list[str] 
 
 @pytest.fixture
 def corrupt_png(tmp_path) -> str:
-    path = tmp_path / "broken.png"
+    """A corrupt upload, stored like Gradio's cache stores uploads: under a 64-hex-digit folder."""
+    path = tmp_path / "gradio" / ("0123456789abcdef" * 4) / "broken.png"
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
     return str(path)
 
@@ -117,8 +120,8 @@ def test_corrupt_upload_gives_a_readable_error_and_the_next_message_works(tiny_a
     handlers = ChatHandlers(tiny_assistant)
     outputs, reply, history = run_turn(handlers, [], "What is this?", [corrupt_png])
     assert isinstance(reply, gr.ChatMessage) and reply.metadata["title"] == ERROR_TITLE
-    assert "broken.png" in reply.content and "corrupt" in reply.content
-    assert "Traceback" not in reply.content
+    assert re.search(r"\bbroken\.png (is corrupt|is not a readable image)", reply.content)
+    assert "0123456789abcdef" not in reply.content and "Traceback" not in reply.content  # no server paths
     assert history[-1]["metadata"]["title"] == ERROR_TITLE  # shown in the chat
 
     outputs, reply, history = run_turn(handlers, history, "Hello, what can you do?")

@@ -43,7 +43,7 @@ from training.data.scene_questions import (
     position_question,
     questions,
 )
-from training.data.scene_render import png_bytes, render
+from training.data.scene_render import render, scene_png
 from training.data.scene_writers import FORMATS, Sample, llava_row, messages_row, open_row_files
 
 __all__ = [
@@ -116,7 +116,7 @@ def build_split(root: Path, split: str, config: DatasetConfig) -> dict[str, Any]
                 scene = generate_scene(rng, config.scene)
                 name = f"{split}_{index:06d}"
                 image = f"{IMAGE_DIR}/{name}.png"
-                (root / image).write_bytes(png_bytes(render(scene)))
+                (root / image).write_bytes(scene_png(scene))
                 records.write(json.dumps(scene_record(scene, seed, image)) + "\n")
                 samples = scene_samples(scene, rng, name, image)
                 if previous is not None:
@@ -183,7 +183,7 @@ def write_examples(directory: str | Path, seed: int = 0, config: SceneConfig = S
             if qa is not None and (question_type != "count" or int(qa.answer) >= 2):
                 break
         image = f"scene_{number}.png"
-        (root / image).write_bytes(png_bytes(render(scene)))
+        (root / image).write_bytes(scene_png(scene))
         entries.append({"image": image, "question": qa.question, "answer": qa.answer,
                         "question_type": question_type, "scene_seed": seed_here})
     (root / "examples.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,129 @@
+"""Turn validated rows into training examples: token ids, labels on assistant tokens only, frames.
+
+Ids come from the ``Assistant``'s own ``PromptBuilder`` (the LLM's chat template and the placeholder
+contract), so training sees exactly the prompt layout that inference builds. Labels cover each
+assistant turn's tokens (its text and end-of-turn marker); everything else is ``IGNORE_INDEX``.
+Modality dropout removes media parts before encoding, so dropped items leave no placeholder behind.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from assistant import Assistant, AssistantError
+from assistant.errors import MediaError
+from assistant.media import Frame
+from assistant.messages import Message, validate_messages
+from assistant.processor import PromptBuilder
+from training.data.rows import BadRow, Row
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    frames: list[Frame]  # in order of appearance, one per image / video frame
+
+
+def parse_messages(assistant: Assistant, messages: list[dict[str, Any]]) -> list[Message]:
+    """Validate a training conversation and load its media (rows end with an assistant turn)."""
+    return validate_messages(
+        messages, assistant.config.media, assistant._supported_media(), assistant.frames_per_video,
+        final_roles=("assistant",),
+    )
+
+
+def encode_conversation(builder: PromptBuilder, parsed: list[Message]) -> Example:
+    """Ids for the whole conversation with labels on assistant turns.
+
+    Raises:
+        BadRow: ``template_not_prefix_stable`` when the template renders a conversation's prefix
+            differently from the start of the whole conversation (training would not match serving).
+    """
+    full = builder.build(parsed, add_generation_prompt=False)
+    labels = [IGNORE_INDEX] * len(full.input_ids)
+    for index, message in enumerate(parsed):
+        if message.role != "assistant":
+            continue
+        if index == 0:
+            raise BadRow("malformed_row", "a conversation cannot start with an assistant turn")
+        prompt = builder.build(parsed[:index], add_generation_prompt=True).input_ids
+        through = builder.build(parsed[: index + 1], add_generation_prompt=False).input_ids
+        if full.input_ids[: len(through)] != through or through[: len(prompt)] != prompt:
+            raise BadRow("template_not_prefix_stable", f"the chat template renders turn {index} differently in context")
+        labels[len(prompt) : len(through)] = through[len(prompt) :]
+    return Example(full.input_ids, labels, [span.frame for span in full.spans])
+
+
+def drop_media(messages: list[dict[str, Any]], probability: float, rng: random.Random) -> list[dict[str, Any]]:
+    """Remove each media part with ``probability`` (text is kept, so the row stays trainable)."""
+    if probability <= 0:
+        return messages
+    kept = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [p for p in content if p.get("type") == "text" or rng.random() >= probability]
+            if not content:
+                content = [{"type": "text", "text": "(no media)"}]
+            message = {**message, "content": content}
+        kept.append(message)
+    return kept
+
+
+def check_row(assistant: Assistant, builder: PromptBuilder, row: Row, max_length: int) -> int:
+    """Open the row's media and tokenize it; returns its length or raises ``BadRow``."""
+    try:
+        parsed = parse_messages(assistant, row.messages)
+    except MediaError as error:
+        raise BadRow("unreadable_media", str(error)) from None
+    except AssistantError as error:
+        raise BadRow("malformed_row", str(error)) from None
+    example = encode_conversation(builder, parsed)
+    if len(example.input_ids) > max_length:
+        raise BadRow("too_long", f"{len(example.input_ids)} tokens, over max_length={max_length}")
+    return len(example.input_ids)
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    """Valid rows, encoded on access. Items are addressed by (epoch, index) so modality dropout is a
+    pure function of (seed, epoch, index): a resumed run sees exactly the examples it would have seen."""
+
+    def __init__(
+        self, assistant: Assistant, builder: PromptBuilder, rows: list[Row], modality_dropout: float = 0.0, seed: int = 0
+    ) -> None:
+        self.assistant = assistant
+        self.builder = builder
+        self.rows = rows
+        self.modality_dropout = modality_dropout
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> Example:
+        epoch, index = key
+        rng = random.Random(f"{self.seed}:{epoch}:{index}")
+        messages = drop_media(self.rows[index].messages, self.modality_dropout, rng)
+        return encode_conversation(self.builder, parse_messages(self.assistant, messages))
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
+    """Right-padded batch; ``frames`` are row-major, matching the model's placeholder fill order."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        labels[row, :length] = torch.tensor(example.labels)
+        attention_mask[row, :length] = 1
+    frames = [frame for example in examples for frame in example.frames]
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames}

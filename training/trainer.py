@@ -1,0 +1,294 @@
+"""The training loop: validate data, check the template contract, train, evaluate, checkpoint, save.
+
+Devices, DDP/FSDP and mixed precision come from ``accelerate`` (run the same script under
+``accelerate launch`` or ``torchrun``). What trains is decided by ``assistant.freeze`` alone. Frozen
+encoder outputs are cached by content hash, so each training image is encoded once per process.
+The loop knows nothing about the data formats (``training.data``) or the metric's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+import zlib
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from assistant import Assistant
+from assistant.feature_cache import FeatureCache
+from assistant.freeze import apply_freeze_policy
+from assistant.llm import attach_lora
+from assistant.processor import PromptBuilder
+from training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.contract import check_template_contract
+from training.data.examples import ConversationDataset, check_row, collate
+from training.data.rows import BadRow, Row, RowReport, load_rows, summarise
+from training.evaluation import evaluate
+from training.sampler import ResumableBatchSampler
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on purpose: too many bad rows, a broken contract or a non-finite loss."""
+
+
+def build_assistant(config: TrainConfig) -> Assistant:
+    """The assistant to train: from ``base`` if given, else fresh from ``config.model``."""
+    if config.base:
+        assistant = Assistant.from_pretrained(config.base)
+        lora = config.model.llm.lora
+        if config.stage == "instruct" and lora.r and not hasattr(assistant.model.llm, "peft_config"):
+            assistant.model.llm = attach_lora(assistant.model.llm, lora)
+            assistant._engine.llm = assistant.model.llm
+            assistant.config.llm.lora = lora
+        return assistant
+    return Assistant.from_config(config.model, seed=config.optim.seed)
+
+
+def validate_rows(assistant: Assistant, builder: PromptBuilder, rows: list[Row], report: RowReport, max_length: int, show: bool) -> list[Row]:
+    valid = []
+    for row in tqdm(rows, desc="checking rows", disable=not show):
+        try:
+            check_row(assistant, builder, row, max_length)
+            valid.append(row)
+        except BadRow as error:
+            report.add(row.id, error)
+    return valid
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        self.config = config
+        precision = config.optim.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        # Text-only batches leave the connector unused: DDP must not wait for its gradients.
+        self.accelerator = Accelerator(
+            mixed_precision=precision, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        )
+        set_seed(config.optim.seed)
+        self.assistant = build_assistant(config)
+        self.model = self.assistant.model
+        if config.optim.gradient_checkpointing:
+            self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.trainable = apply_freeze_policy(self.model, train_connectors=True, train_lora=config.stage == "instruct")
+        self.builder = PromptBuilder(self.assistant.tokenizer, self.model.tokens_per_frame(), self.assistant.config.system_prompt)
+        self.features = FeatureCache(self.config.data.feature_cache_mb)
+        self.output = Path(config.output_dir)
+        self.is_main = self.accelerator.is_main_process
+
+    # ------------------------------------------------------------------ data
+
+    def load_data(self) -> tuple[list[Row], list[Row]]:
+        data = self.config.data
+        if not data.train_file:
+            raise TrainingError("data.train_file is not set")
+        try:
+            rows, report = load_rows(data.train_file, data.data_root)
+            val_rows, val_report = load_rows(data.val_file, data.data_root or Path(data.train_file).parent) if data.val_file else ([], RowReport())
+        except (FileNotFoundError, ValueError) as error:
+            raise TrainingError(str(error)) from None
+        rows = validate_rows(self.assistant, self.builder, rows, report, data.max_length, self.is_main)
+        val_rows = validate_rows(self.assistant, self.builder, val_rows, val_report, data.max_length, self.is_main)
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "data_report.json").write_text(json.dumps({"train": report.to_dict(), "val": val_report.to_dict()}, indent=1))
+        logger.info("train data: %s", summarise(report))
+        if report.bad_fraction > data.max_bad_fraction:
+            raise TrainingError(
+                f"{summarise(report)}: {report.bad_fraction:.1%} is over data.max_bad_fraction="
+                f"{data.max_bad_fraction:.1%}; see {self.output / 'data_report.json'}"
+            )
+        if not rows:
+            raise TrainingError("no valid training rows")
+        return rows, val_rows
+
+    # ------------------------------------------------------------------ steps
+
+    def _encoder_features(self, frames: list) -> dict[str, torch.Tensor] | None:
+        if not frames:
+            return None
+        encoder = self.model.encoders["image"]
+        unique = {frame.key: frame for frame in frames}.values()
+        missing = [frame for frame in unique if self.features.get(frame.key) is None]
+        if missing:
+            encoded = encoder.encode([f.image for f in missing]).to(torch.float16)  # (K, N, D)
+            for frame, tensor in zip(missing, encoded):
+                self.features.put(frame.key, tensor)
+        cached = [self.features.get(f.key) for f in frames]
+        if any(t is None for t in cached):  # cache too small for one batch: encode directly
+            return {"image": encoder.encode([f.image for f in frames])}
+        return {"image": torch.stack(cached).float()}
+
+    def _loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        device = self.accelerator.device
+        outputs = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            labels=batch["labels"].to(device),
+            encoder_features=self._encoder_features(batch["frames"]),
+        )
+        return outputs.loss
+
+    def train(self) -> dict[str, Any]:
+        config, accelerator = self.config, self.accelerator
+        rows, val_rows = self.load_data()
+        checked = check_template_contract(self.assistant, self.builder, rows[: config.eval.contract_rows])
+        logger.info("template contract holds on %d prompts", checked)
+
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay)
+        from transformers import get_cosine_schedule_with_warmup
+
+        scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.optim.max_steps)
+        state = TrainerState()
+        if config.resume:
+            found = list_checkpoints(config.checkpoint_dir)
+            if found:
+                state = load_checkpoint(found[-1], self.model, optimizer, scheduler)
+                logger.info("resumed from %s at step %d", found[-1].name, state.step)
+            else:
+                logger.warning("--resume given but no checkpoint in %s: starting fresh", config.checkpoint_dir)
+        model, optimizer = accelerator.prepare(self.model, optimizer)
+
+        accum = config.optim.grad_accum
+        dataset = ConversationDataset(self.assistant, self.builder, rows, config.data.modality_dropout, config.optim.seed)
+        sampler = ResumableBatchSampler(
+            len(rows), config.optim.batch_size, config.optim.seed, accelerator.process_index,
+            accelerator.num_processes, state.micro_step, config.optim.max_steps * accum,
+        )
+        pad_id = self.assistant.tokenizer.pad_token_id
+        pad_id = self.assistant.tokenizer.eos_token_id if pad_id is None else pad_id
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id), num_workers=config.data.num_workers
+        )
+        batches = iter(loader)
+        writer = self._writer()
+        metrics: dict[str, float] = {}
+        started, start_step = time.perf_counter(), state.step
+        model.train()
+        progress = tqdm(total=config.optim.max_steps, initial=state.step, desc=f"{config.stage}", disable=not self.is_main)
+        while state.step < config.optim.max_steps:
+            total = 0.0
+            for micro in range(accum):
+                batch = next(batches)
+                sync = accelerator.no_sync(model) if micro < accum - 1 else nullcontext()
+                with sync, accelerator.autocast():
+                    loss = self._loss(model, batch)
+                if not bool(accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")):
+                    last = list_checkpoints(config.checkpoint_dir)
+                    raise TrainingError(
+                        f"non-finite loss at step {state.step + 1}; last good checkpoint: {last[-1] if last else 'none'}"
+                    )
+                with sync:
+                    accelerator.backward(loss / accum)
+                total += loss.item() / accum
+                state.micro_step += 1
+                state.samples += batch["input_ids"].shape[0] * accelerator.num_processes
+            if config.optim.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(parameters, config.optim.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.last_loss = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean"))
+            progress.update(1)
+            progress.set_postfix(loss=f"{state.last_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if writer:
+                writer.add_scalar("train/loss", state.last_loss, state.step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state.step)
+            if self._due(config.checkpoint.save_every, state.step):
+                self._checkpoint(state, optimizer, scheduler)
+            if self._due(config.eval.eval_every, state.step) and val_rows:
+                metrics = self._evaluate(model, val_rows, writer, state.step)
+        progress.close()
+        elapsed = time.perf_counter() - started
+        if val_rows and not self._due(config.eval.eval_every, state.step):
+            metrics = self._evaluate(model, val_rows, writer, state.step)
+        return self._finish(state, optimizer, scheduler, metrics, elapsed, start_step, writer)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _due(self, every: int, step: int) -> bool:
+        return step == self.config.optim.max_steps or (every > 0 and step % every == 0)
+
+    def _writer(self):
+        if not self.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.output / "tensorboard"))
+
+    def _checkpoint(self, state: TrainerState, optimizer, scheduler) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            save_checkpoint(self.config.checkpoint_dir, state, self.model, optimizer, scheduler, self.config.checkpoint.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def _evaluate(self, model, val_rows: list[Row], writer, step: int) -> dict[str, float]:
+        self.accelerator.wait_for_everyone()
+        metrics: dict[str, float] = {}
+        if self.is_main:
+            model.eval()
+            metrics = evaluate(self.assistant, self.builder, val_rows[: self.config.eval.max_samples], self.config.eval, self._loss, self.config.optim.batch_size)
+            model.train()
+            logger.info("step %d eval: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+            if writer:
+                for name, value in metrics.items():
+                    writer.add_scalar(f"eval/{name}", value, step)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _finish(self, state, optimizer, scheduler, metrics, elapsed, start_step, writer) -> dict[str, Any]:
+        accelerator = self.accelerator
+        checksum = zlib.crc32(b"".join(t.numpy().tobytes() for t in _sorted_state(self.model).values()))
+        checksums = accelerator.gather(torch.tensor([checksum], dtype=torch.long, device=accelerator.device)).tolist()
+        if self.is_main:
+            dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.checkpoint.save_dtype]
+            self.assistant.reset_cache()
+            self.assistant.save_pretrained(self.config.adapter_dir, dtype=dtype)
+        steps_run = state.step - start_step
+        micro_batches = steps_run * self.config.optim.grad_accum
+        summary = {
+            "stage": self.config.stage,
+            "steps": state.step,
+            "samples": state.samples,
+            "processes": accelerator.num_processes,
+            "wall_time_s": round(elapsed, 2),
+            "samples_per_s": round(micro_batches * self.config.optim.batch_size * accelerator.num_processes / max(elapsed, 1e-9), 3),
+            "peak_memory_mb": round(_peak_memory_mb(), 1),
+            "final_train_loss": state.last_loss,
+            "trainable_parameters": self.trainable,
+            "metrics": metrics,
+            "rank_weight_checksums": checksums,
+            "adapter": str(self.config.adapter_dir),
+        }
+        if self.is_main:
+            (self.output / "summary.json").write_text(json.dumps(summary, indent=2))
+            if writer:
+                writer.close()
+            logger.info("done: %s", json.dumps(summary))
+        accelerator.wait_for_everyone()
+        return summary
+
+
+def _sorted_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().float().cpu().contiguous() for n, p in sorted(model.named_parameters()) if p.requires_grad}
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
