@@ -50,13 +50,15 @@ class LaunchOptions:
 
     adapter: str | None = field(
         default=None,
-        metadata={"help": "assistant artifact folder (default: the built-in default)", "aliases": ("--model",)},
+        metadata={"help": "assistant artifact folder (default: the built-in default)", "aliases": ("--model",), "metavar": "DIR"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on (0.0.0.0 exposes it)"})
-    port: int | None = field(default=None, metadata={"help": "port (default: 7860 or the next free one)"})
+    port: int | None = field(default=None, metadata={"help": "port (default: 7860 or the next free one)", "metavar": "N"})
     share: bool = field(default=False, metadata={"help": "also open a public gradio.live tunnel"})
-    max_file_mb: float | None = field(default=None, metadata={"help": "largest upload (default: the assistant's media limit)"})
-    queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away"})
+    max_file_mb: float | None = field(
+        default=None, metadata={"help": "largest upload (default: the assistant's media limit)", "metavar": "MB"}
+    )
+    queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away", "metavar": "N"})
 
     def __post_init__(self) -> None:
         if self.port is not None and not 1 <= self.port <= 65535:
@@ -69,15 +71,16 @@ class LaunchOptions:
 
 def parse_options(argv: list[str] | None = None) -> LaunchOptions:
     """Command-line flags generated from the ``LaunchOptions`` fields."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Serve a Gradio multimodal chat over an Assistant.")
     hints = typing.get_type_hints(LaunchOptions)
     for option in dataclasses.fields(LaunchOptions):
         flags = [f"--{option.name.replace('_', '-')}", *option.metadata.get("aliases", ())]
         kind = next((t for t in typing.get_args(hints[option.name]) if t is not type(None)), hints[option.name])
-        if kind is bool:
-            parser.add_argument(*flags, dest=option.name, action=argparse.BooleanOptionalAction, default=option.default, help=option.metadata["help"])
+        common = {"dest": option.name, "default": option.default, "help": option.metadata["help"]}
+        if kind is bool:  # a switch with --no- form, never type=bool
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
         else:
-            parser.add_argument(*flags, dest=option.name, type=kind, default=option.default, help=option.metadata["help"])
+            parser.add_argument(*flags, type=kind, metavar=option.metadata.get("metavar"), **common)
     try:
         return LaunchOptions(**vars(parser.parse_args(argv)))
     except ValueError as error:
@@ -92,11 +95,12 @@ def media_part(path: str, max_file_mb: float) -> dict[str, str]:
     name = Path(path).name
     kind = MEDIA_TYPE_BY_EXTENSION.get(Path(path).suffix.lower())
     if kind is None:
-        raise AssistantError(f"{name}: unsupported file type; upload one of {', '.join(sorted(MEDIA_TYPE_BY_EXTENSION))}")
+        accepted = ", ".join(sorted(MEDIA_TYPE_BY_EXTENSION))
+        raise AssistantError(f"{name}: unsupported file type; upload one of {accepted}")
     try:
         size = os.path.getsize(path)
     except OSError:
-        raise AssistantError(f"{name}: the uploaded file is no longer available; please upload it again") from None
+        raise AssistantError(f"{name} is no longer on the server; clear the chat and upload it again") from None
     if size > max_file_mb * BYTES_PER_MB:
         raise AssistantError(f"{name} is {size / BYTES_PER_MB:.1f} MB, over the {max_file_mb:g} MB upload limit")
     return {"type": kind, kind: path}
@@ -151,7 +155,8 @@ def to_messages(
 
 def name_uploads(text: str, messages: list[dict[str, Any]]) -> str:
     """``text`` with each file of ``messages`` named by its file name instead of its (long) cache path."""
-    paths = [part[part["type"]] for m in messages if isinstance(m["content"], list) for part in m["content"] if part["type"] != "text"]
+    parts = [part for message in messages if isinstance(message["content"], list) for part in message["content"]]
+    paths = [part[part["type"]] for part in parts if part["type"] != "text"]
     for path in sorted(paths, key=len, reverse=True):
         text = text.replace(describe_media(path), Path(path).name).replace(path, Path(path).name)
     return text
@@ -193,7 +198,9 @@ class ChatHandlers:
         reply, messages = "", []
         try:
             messages = to_messages(history, message, system_prompt, self.max_file_mb)
-            stream = self.bot.stream(messages, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p))
+            stream = self.bot.stream(
+                messages, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p)
+            )
             with closing(stream):  # a cancelled event closes this generator, which closes the assistant's stream
                 for piece in stream:
                     reply += piece

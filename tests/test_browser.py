@@ -89,12 +89,45 @@ def served(driver):
     app.close()
 
 
+def _bot_text(driver) -> str:
+    """The last assistant message as shown; "" while none is rendered."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:  # streaming re-renders the message, so an element found a moment ago may be gone
+        replies = driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot']")
+        return replies[-1].text.strip() if replies else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def _stop_button(driver) -> list:
+    """The message box's Stop button, present only while a reply is generated."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, "#message button.stop-button")
+
+
+def _stop_if_generating(driver, bot, tokens_before: int) -> None:
+    """Press Stop (when still streaming) and check generation really ends, well before the token limit."""
+    if not _stop_button(driver):
+        return
+    _stop_button(driver)[0].click()
+    _wait_for(lambda: not _stop_button(driver), 10, "Stop to end the generation")
+    tokens = bot.stats.generated_tokens
+    time.sleep(1.5)  # the default model makes several tokens a second; after Stop at most one is in flight
+    logger.info("stopped after %d generated tokens", bot.stats.generated_tokens - tokens_before)
+    assert bot.stats.generated_tokens - tokens <= 1
+    assert bot.stats.generated_tokens - tokens_before < DEFAULT_MAX_NEW_TOKENS
+
+
 def test_upload_ask_stream_and_stop_in_chromium(driver, served):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, bot = served
     example = json.loads((EXAMPLES_DIR / "examples.json").read_text())[0]
+    tokens_before = bot.stats.generated_tokens
     driver.get(url)
     textarea = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#message textarea"), 30, "the message box")[0]
 
@@ -103,31 +136,35 @@ def test_upload_ask_stream_and_stop_in_chromium(driver, served):
     textarea.send_keys(example["question"])
     textarea.send_keys(Keys.ENTER)
 
-    def bot_text() -> str:
-        replies = driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot']")
-        return replies[-1].text.strip() if replies else ""
-
-    _wait_for(bot_text, 45, "the first streamed words of the reply")
-    generating = lambda: driver.find_elements(By.CSS_SELECTOR, "#message button.stop-button")  # noqa: E731
-    _wait_for(lambda: len(bot_text()) >= 24 or not generating(), 20, "the reply to grow")
+    _wait_for(lambda: _bot_text(driver), 45, "the first streamed words of the reply")
+    _wait_for(lambda: len(_bot_text(driver)) >= 24 or not _stop_button(driver), 20, "the reply to grow")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOT))
 
-    reply = bot_text()
+    reply = _bot_text(driver)
     logger.info("streamed reply so far: %r", reply)
     assert reply and not reply.startswith(ERROR_TITLE), f"the reply is an error: {reply!r}"
     user_turns = driver.find_elements(By.CSS_SELECTOR, "[data-testid='user']")
     assert any(example["question"] in turn.text for turn in user_turns)
     assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='user'] img"), "the uploaded image is shown in the chat"
-
-    if generating():  # still streaming: the Stop button must end generation well before the token limit
-        generating()[0].click()
-        _wait_for(lambda: not generating(), 10, "Stop to end the generation")
-        tokens = bot.stats.generated_tokens
-        time.sleep(1.5)  # the default model makes several tokens a second; after Stop at most one is in flight
-        logger.info("stopped after %d generated tokens", bot.stats.generated_tokens)
-        assert bot.stats.generated_tokens - tokens <= 1
-        assert bot.stats.generated_tokens < DEFAULT_MAX_NEW_TOKENS
+    _stop_if_generating(driver, bot, tokens_before)
     if CHECK_ANSWER_CONTENT:
-        _wait_for(lambda: not generating(), 60, "the reply to finish")
-        assert example["answer"] in bot_text().lower()
+        _wait_for(lambda: not _stop_button(driver), 60, "the reply to finish")
+        assert example["answer"] in _bot_text(driver).lower()
+
+
+def test_shipped_example_runs_offline_in_chromium(driver, served):
+    from selenium.webdriver.common.by import By
+
+    url, bot = served
+    example = json.loads((EXAMPLES_DIR / "examples.json").read_text())[1]
+    tokens_before = bot.stats.generated_tokens
+    driver.get(url)
+    xpath = f"//*[@id='chat']//button[contains(normalize-space(.), {json.dumps(example['question'])})]"
+    _wait_for(lambda: driver.find_elements(By.XPATH, xpath), 30, "the example buttons")[0].click()
+
+    _wait_for(lambda: _bot_text(driver), 45, "a reply to the example")
+    reply = _bot_text(driver)
+    assert not reply.startswith(ERROR_TITLE), f"the example failed: {reply!r}"
+    assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='user'] img"), "the example's image is shown in the chat"
+    _stop_if_generating(driver, bot, tokens_before)

@@ -109,7 +109,7 @@ def test_media_part_maps_extensions_and_enforces_the_size_cap(tmp_path):
     (tmp_path / "big.png").write_bytes(b"x" * 3000)
     with pytest.raises(AssistantError, match=r"big.png is 0.0 MB, over the 0.002 MB upload limit"):
         media_part(str(tmp_path / "big.png"), max_file_mb=0.002)
-    with pytest.raises(AssistantError, match="no longer available"):
+    with pytest.raises(AssistantError, match="gone.png is no longer on the server"):
         media_part(str(tmp_path / "gone.png"), max_file_mb=1)
 
 

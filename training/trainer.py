@@ -76,6 +76,7 @@ class Trainer:
             precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         # Text-only batches leave the connector unused: DDP must not wait for its gradients.
         self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),  # also what turns torchrun's processes into a gloo group on CPU
             mixed_precision=precision, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
         )
         set_seed(config.optim.seed)
@@ -171,12 +172,16 @@ class Trainer:
         )
         pad_id = self.assistant.tokenizer.pad_token_id
         pad_id = self.assistant.tokenizer.eos_token_id if pad_id is None else pad_id
+        # Its own generator: creating the iterator must not draw from the global RNG a resume restores.
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id), num_workers=config.data.num_workers
+            dataset, batch_sampler=sampler, collate_fn=lambda b: collate(b, pad_id),
+            num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(config.optim.seed),
         )
         batches = iter(loader)
         writer = self._writer()
         metrics: dict[str, float] = {}
+        self.loss_history: list[float] = []
+        self.paused_s = 0.0  # time in evaluation and checkpointing, excluded from samples/s
         started, start_step = time.perf_counter(), state.step
         model.train()
         progress = tqdm(total=config.optim.max_steps, initial=state.step, desc=f"{config.stage}", disable=not self.is_main)
@@ -204,6 +209,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.last_loss = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean"))
+            self.loss_history.append(state.last_loss)
             progress.update(1)
             progress.set_postfix(loss=f"{state.last_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if writer:
@@ -214,9 +220,7 @@ class Trainer:
             if self._due(config.eval.eval_every, state.step) and val_rows:
                 metrics = self._evaluate(model, val_rows, writer, state.step)
         progress.close()
-        elapsed = time.perf_counter() - started
-        if val_rows and not self._due(config.eval.eval_every, state.step):
-            metrics = self._evaluate(model, val_rows, writer, state.step)
+        elapsed = time.perf_counter() - started - self.paused_s
         return self._finish(state, optimizer, scheduler, metrics, elapsed, start_step, writer)
 
     # ------------------------------------------------------------------ helpers
@@ -232,12 +236,15 @@ class Trainer:
         return SummaryWriter(log_dir=str(self.output / "tensorboard"))
 
     def _checkpoint(self, state: TrainerState, optimizer, scheduler) -> None:
+        paused = time.perf_counter()
         self.accelerator.wait_for_everyone()
         if self.is_main:
             save_checkpoint(self.config.checkpoint_dir, state, self.model, optimizer, scheduler, self.config.checkpoint.keep_last)
         self.accelerator.wait_for_everyone()
+        self.paused_s += time.perf_counter() - paused
 
     def _evaluate(self, model, val_rows: list[Row], writer, step: int) -> dict[str, float]:
+        paused = time.perf_counter()
         self.accelerator.wait_for_everyone()
         metrics: dict[str, float] = {}
         if self.is_main:
@@ -249,6 +256,7 @@ class Trainer:
                 for name, value in metrics.items():
                     writer.add_scalar(f"eval/{name}", value, step)
         self.accelerator.wait_for_everyone()
+        self.paused_s += time.perf_counter() - paused
         return metrics
 
     def _finish(self, state, optimizer, scheduler, metrics, elapsed, start_step, writer) -> dict[str, Any]:
@@ -266,7 +274,7 @@ class Trainer:
             "steps": state.step,
             "samples": state.samples,
             "processes": accelerator.num_processes,
-            "wall_time_s": round(elapsed, 2),
+            "train_time_s": round(elapsed, 2),
             "samples_per_s": round(micro_batches * self.config.optim.batch_size * accelerator.num_processes / max(elapsed, 1e-9), 3),
             "peak_memory_mb": round(_peak_memory_mb(), 1),
             "final_train_loss": state.last_loss,
