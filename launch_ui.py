@@ -13,12 +13,10 @@ cheap because the assistant reuses its KV prefix and feature cache, not because 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import logging
 import os
-import typing
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 import gradio as gr  # noqa: E402
 
 from assistant import Assistant, AssistantError  # noqa: E402
+from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs  # noqa: E402
 from assistant.media import describe as describe_media  # noqa: E402  (how errors name a file)
 
 logger = logging.getLogger(__name__)
@@ -50,15 +49,13 @@ class LaunchOptions:
 
     adapter: str | None = field(
         default=None,
-        metadata={"help": "assistant artifact folder (default: the built-in default)", "aliases": ("--model",), "metavar": "DIR"},
+        metadata={"help": "assistant artifact folder (default: the built-in default)"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on (0.0.0.0 exposes it)"})
-    port: int | None = field(default=None, metadata={"help": "port (default: 7860 or the next free one)", "metavar": "N"})
+    port: int | None = field(default=None, metadata={"help": "port (default: 7860 or the next free one)"})
     share: bool = field(default=False, metadata={"help": "also open a public gradio.live tunnel"})
-    max_file_mb: float | None = field(
-        default=None, metadata={"help": "largest upload (default: the assistant's media limit)", "metavar": "MB"}
-    )
-    queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away", "metavar": "N"})
+    max_file_mb: float | None = field(default=None, metadata={"help": "largest upload in MB (default: the assistant's limit)"})
+    queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away"})
 
     def __post_init__(self) -> None:
         if self.port is not None and not 1 <= self.port <= 65535:
@@ -70,19 +67,13 @@ class LaunchOptions:
 
 
 def parse_options(argv: list[str] | None = None) -> LaunchOptions:
-    """Command-line flags generated from the ``LaunchOptions`` fields."""
+    """Command-line flags generated from the ``LaunchOptions`` fields (``--model`` is ``--adapter``)."""
     parser = argparse.ArgumentParser(description="Serve a Gradio multimodal chat over an Assistant.")
-    hints = typing.get_type_hints(LaunchOptions)
-    for option in dataclasses.fields(LaunchOptions):
-        flags = [f"--{option.name.replace('_', '-')}", *option.metadata.get("aliases", ())]
-        kind = next((t for t in typing.get_args(hints[option.name]) if t is not type(None)), hints[option.name])
-        common = {"dest": option.name, "default": option.default, "help": option.metadata["help"]}
-        if kind is bool:  # a switch with --no- form, never type=bool
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
-        else:
-            parser.add_argument(*flags, type=kind, metavar=option.metadata.get("metavar"), **common)
+    add_dataclass_arguments(parser, LaunchOptions)
+    parser.add_argument("--model", dest="adapter", default=argparse.SUPPRESS, help="the same as --adapter")
+    args = parser.parse_args(argv)
     try:
-        return LaunchOptions(**vars(parser.parse_args(argv)))
+        return LaunchOptions(**dataclass_kwargs(args, LaunchOptions))
     except ValueError as error:
         parser.error(str(error))
 

@@ -44,7 +44,9 @@ def describe(source: Any) -> str:
     """A short human-readable name for a media source, for error messages."""
     if isinstance(source, (str, Path)):
         text = str(source)
-        return text if len(text) <= 80 else text[:77] + "..."
+        if text.startswith("data:"):
+            return text[:30] + "..."
+        return text if len(text) <= 80 else "..." + text[-77:]  # keep the end: the file name
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     return f"<{type(source).__name__}>"
