@@ -11,12 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from adapters import build_connector
 from assistant.config import AssistantConfig
 from assistant.encoders import MediaEncoder
 from assistant.errors import AssistantError
 from assistant.processor import PLACEHOLDER_IDS
+
+IGNORE_INDEX = -100  # label value for positions without a training target
 
 
 class MultimodalModel(nn.Module):
@@ -110,4 +113,20 @@ class MultimodalModel(nn.Module):
             if batch.shape[0]
         }
         embeddings = self.embed(input_ids, media_tokens)
-        return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, labels=labels, **llm_kwargs)
+        if labels is None:
+            return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, **llm_kwargs)
+        return self._labelled_loss(embeddings, attention_mask, labels, **llm_kwargs)
+
+    def _labelled_loss(self, embeddings: torch.Tensor, attention_mask, labels: torch.Tensor, **llm_kwargs) -> CausalLMOutputWithPast:
+        """Next-token loss computed only where there is a label.
+
+        Projecting every position onto a large vocabulary (49k for SmolLM2) costs a fifth of the
+        forward pass and most of its activation memory, while answers are a small share of a
+        training sequence; so the decoder's hidden states are gathered at labelled positions first.
+        """
+        hidden = self.llm.get_decoder()(inputs_embeds=embeddings, attention_mask=attention_mask, **llm_kwargs).last_hidden_state
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        keep = targets != IGNORE_INDEX  # (B, T - 1)
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1][keep])  # (K, V)
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep]) if keep.any() else logits.sum() * 0.0
+        return CausalLMOutputWithPast(loss=loss)

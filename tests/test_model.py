@@ -40,9 +40,19 @@ def test_forward_with_pixels_matches_tokens_per_frame(tiny_assistant, image_file
     pixels = encoder.preprocess([Image.open(image_files[0])])
     n = model.tokens_per_frame()["image"]
     ids = torch.tensor([[3] + [IMAGE] * n + [4]])
+    labels = ids.clamp(min=0)
     with torch.no_grad():
-        out = model(ids, pixel_values={"image": pixels}, labels=ids.clamp(min=0))
-    assert out.logits.shape[:2] == (1, n + 2) and torch.isfinite(out.loss)
+        out = model(ids, pixel_values={"image": pixels}, labels=labels)
+        logits = model(ids, pixel_values={"image": pixels}).logits
+    assert logits.shape[:2] == (1, n + 2) and torch.isfinite(out.loss)
+    # The loss over labelled positions only equals the usual full-logits loss.
+    expected = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    partial = labels.clone()
+    partial[0, : n // 2] = -100
+    expected_partial = torch.nn.functional.cross_entropy(logits[0, :-1], partial[0, 1:], ignore_index=-100)
+    with torch.no_grad():
+        assert torch.allclose(model(ids, pixel_values={"image": pixels}, labels=partial).loss, expected_partial, atol=1e-5)
     with pytest.raises(AssistantError, match="placeholder mismatch"):
         model(ids[:, :-2], pixel_values={"image": pixels})
 

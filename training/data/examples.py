@@ -17,11 +17,10 @@ import torch
 from assistant import Assistant, AssistantError
 from assistant.errors import MediaError
 from assistant.media import Frame
+from assistant.model import IGNORE_INDEX
 from assistant.messages import Message, validate_messages
 from assistant.processor import PromptBuilder
 from training.data.rows import BadRow, Row
-
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs
 from training.data.scene_layout import SceneConfig, Scene, SceneObject, generate_scene
 from training.data.scene_questions import (
     QA,
@@ -70,6 +71,10 @@ class DatasetConfig:
     seed: int = field(default=0, metadata={"help": "base seed; every scene seed is derived from it"})
     format: str = field(default="both", metadata={"help": "row format", "choices": FORMATS})
     examples: str | None = field(default=None, metadata={"help": "also write scene_1..3.png + examples.json here"})
+    pack_questions: bool = field(
+        default=False,
+        metadata={"help": "train split: one shuffled dialogue per scene holding all its questions (image tokens paid once)"},
+    )
     scene: SceneConfig = field(default_factory=SceneConfig)
 
     def __post_init__(self) -> None:
@@ -94,8 +99,21 @@ def scene_record(scene: Scene, seed: int, image: str) -> dict[str, Any]:
     return {"image": image, "seed": seed, "background": list(scene.background), "objects": objects}
 
 
-def scene_samples(scene: Scene, rng: random.Random, name: str, image: str) -> list[Sample]:
-    """The single-image rows of one scene: one per supported question type plus a dialogue."""
+def scene_samples(scene: Scene, rng: random.Random, name: str, image: str, pack: bool = False) -> list[Sample]:
+    """The single-image rows of one scene: one per supported question type plus a dialogue.
+
+    With ``pack``, the per-type questions (two draws, duplicates removed) become one shuffled
+    dialogue instead, so training pays for the image's tokens once per scene.
+    """
+    if pack:
+        unique = {qa.question: qa for qa in questions(scene, rng) + questions(scene, rng)}
+        captions = [qa for qa in unique.values() if qa.question_type == "caption"]
+        packed = [qa for qa in unique.values() if qa.question_type != "caption"] + captions[:1]
+        rng.shuffle(packed)
+        return [
+            Sample(f"{name}_packed", (image,), tuple(packed), "multi_turn"),
+            Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn"),
+        ]
     samples = [Sample(f"{name}_{qa.question_type}", (image,), (qa,), qa.question_type) for qa in questions(scene, rng)]
     samples.append(Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn"))
     return samples
@@ -118,7 +136,7 @@ def build_split(root: Path, split: str, config: DatasetConfig) -> dict[str, Any]
                 image = f"{IMAGE_DIR}/{name}.png"
                 (root / image).write_bytes(scene_png(scene))
                 records.write(json.dumps(scene_record(scene, seed, image)) + "\n")
-                samples = scene_samples(scene, rng, name, image)
+                samples = scene_samples(scene, rng, name, image, pack=config.pack_questions and split == "train")
                 if previous is not None:
                     pair = [previous, (scene, image)]
                     rng.shuffle(pair)
@@ -190,30 +208,18 @@ def write_examples(directory: str | Path, seed: int = 0, config: SceneConfig = S
     return entries
 
 
-def _add_fields(parser: argparse.ArgumentParser, config_class: type) -> None:
-    for item in dataclasses.fields(config_class):
-        if item.default is dataclasses.MISSING:  # nested configs get their own flags
-            continue
-        default = item.default
-        parser.add_argument(
-            "--" + item.name.replace("_", "-"),
-            type=type(default) if default is not None else str,
-            default=default,
-            choices=item.metadata.get("choices"),
-            help=f"{item.metadata['help']} (default: {default})",
-        )
-
-
 def parse_args(argv: Sequence[str] | None = None) -> DatasetConfig:
     """``DatasetConfig`` (with its ``SceneConfig``) from command-line flags."""
     parser = argparse.ArgumentParser(prog="python -m training.data.scenes", description=__doc__.split("\n\n")[0])
-    _add_fields(parser, DatasetConfig)
-    _add_fields(parser, SceneConfig)
-    args = vars(parser.parse_args(argv))
-    scene = SceneConfig(**{item.name: args.pop(item.name) for item in dataclasses.fields(SceneConfig)})
-    if not args["out"] and not args["examples"]:
+    add_dataclass_arguments(parser, DatasetConfig)
+    add_dataclass_arguments(parser, SceneConfig)
+    args = parser.parse_args(argv)
+    options = dataclass_kwargs(args, DatasetConfig)
+    if options.get("format", "both") not in FORMATS:
+        parser.error(f"--format must be one of {FORMATS}")
+    if not options.get("out") and not options.get("examples"):
         parser.error("give --out (a data set), --examples (UI examples) or both")
-    return DatasetConfig(**args, scene=scene)
+    return DatasetConfig(**options, scene=SceneConfig(**dataclass_kwargs(args, SceneConfig)))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Recipes: YAML training configs plus the commands that run them end to end."""

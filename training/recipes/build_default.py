@@ -1,0 +1,92 @@
+"""Build the built-in default adapter from nothing, offline, on a CPU:
+
+    python -m training.recipes.build_default [--out runs/default] [--install]
+
+1. generate the synthetic scene domain (train rows packed into one dialogue per scene),
+2. ``align``: train the connector with the LLM frozen (``default_align.yaml``),
+3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``),
+4. evaluate on the held-out test split (``training.evaluate``),
+5. with ``--install``, copy the adapter into ``assistant/default_adapter`` with a model card.
+
+Flags override the connector and the budget, so the same command measures connector choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from assistant.config import ConnectorConfig
+from training.config import load_train_config
+from training.trainer import Trainer
+
+logger = logging.getLogger("training.recipes.build_default")
+RECIPES = Path(__file__).resolve().parent
+SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
+
+
+def run_stage(recipe: str, out: Path, data: Path, overrides: list[str], connector: ConnectorConfig | None = None) -> dict:
+    """Train one stage; ``connector`` replaces the recipe's (the instruct stage inherits it from ``--base``)."""
+    argv = [
+        "--config", str(RECIPES / recipe), "--output-dir", str(out),
+        "--data.train-file", str(data / "train.jsonl"), "--data.val-file", str(data / "val.jsonl"), *overrides,
+    ]
+    config = load_train_config(argv)
+    if connector is not None:
+        config.model.modalities["image"].connector = connector
+    return Trainer(config).train()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.recipes.build_default", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/default", help="working folder (data, stages, report)")
+    parser.add_argument("--train-scenes", type=int, default=1500, help="training scenes (one packed dialogue + one follow-up dialogue each)")
+    parser.add_argument("--test-scenes", type=int, default=60, help="held-out test scenes")
+    parser.add_argument("--connector", default="mlp", help="connector kind: mlp | resampler")
+    parser.add_argument("--num-latents", type=int, default=32, help="resampler output tokens")
+    parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
+    parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
+    parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
+    parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    data = out / "data"
+    started = time.perf_counter()
+    if not (data / "summary.json").is_file():
+        from training.data.scenes import main as make_scenes
+
+        make_scenes(["--out", str(data), "--train", str(args.train_scenes), "--val", "40", "--test", str(args.test_scenes),
+                     "--seed", "0", "--format", "messages", "--pack-questions"])
+    connector = ConnectorConfig(kind=args.connector, num_latents=args.num_latents, position_embedding="sincos2d")
+    align_overrides = ["--optim.max-steps", str(args.align_steps)] if args.align_steps else []
+    instruct_overrides = ["--optim.max-steps", str(args.instruct_steps)] if args.instruct_steps else []
+    align = run_stage("default_align.yaml", out / "align", data, align_overrides, connector)
+    instruct = run_stage("default_instruct.yaml", out / "instruct", data, ["--base", align["adapter"], *instruct_overrides])
+    train_minutes = (time.perf_counter() - started) / 60
+    logger.info("training wall time (data + align + instruct): %.1f min", train_minutes)
+
+    from training.evaluate import main as evaluate
+
+    report_path = out / "test_report.json"
+    limit = ["--max-rows", str(args.eval_rows)] if args.eval_rows else []
+    evaluate(["--adapter", instruct["adapter"], "--data", str(data / "test.jsonl"), "--out", str(report_path), *limit])
+    report = json.loads(report_path.read_text())
+    report.pop("answers", None)
+    summary = {"train_wall_time_min": round(train_minutes, 1), "align": align, "instruct": instruct, "test": report}
+    (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
+    if args.install:
+        if SHIPPED.exists():
+            shutil.rmtree(SHIPPED)
+        shutil.copytree(instruct["adapter"], SHIPPED)
+        logger.info("installed the adapter into %s", SHIPPED)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
