@@ -66,7 +66,7 @@ class Assistant:
         self.config = config
         self.stats = AssistantStats()
         tokens_per_frame = model.tokens_per_frame()
-        self._builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt)
+        self.prompt_builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt)
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
@@ -169,12 +169,12 @@ class Assistant:
     def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256) -> Prompt:
         """Validate ``messages``, load their media and build the prompt; changes no state."""
         parsed: list[Message] = validate_messages(
-            messages, self.config.media, self._supported_media(), self.frames_per_video
+            messages, self.config.media, self.supported_media, self.frames_per_video
         )
         budget = self.context_window - max_new_tokens
         if budget < 1:
             raise AssistantError(f"max_new_tokens={max_new_tokens} leaves no room in the {self.context_window}-token context")
-        return self._builder.build_within(parsed, budget)
+        return self.prompt_builder.build_within(parsed, budget)
 
     def chat(self, messages: list[dict[str, Any]], **options: Any) -> str:
         """The assistant's reply to ``messages`` (see ``stream`` for options)."""
@@ -222,7 +222,9 @@ class Assistant:
 
     # ---------------------------------------------------------------- internals
 
-    def _supported_media(self) -> tuple[str, ...]:
+    @property
+    def supported_media(self) -> tuple[str, ...]:
+        """Content-part types this assistant accepts besides text (video needs the image encoder)."""
         media = tuple(self.model.encoders)
         return media + ("video",) if "image" in media else media
 

@@ -74,6 +74,7 @@ class StepClock:
         return {
             "samples_per_s": (len(self.times) - skip) * samples_per_step / seconds, "timed_s": seconds,
             "timed_steps": len(steps), "median_step_s": statistics.median(steps),
+            "step_s": [round(later - earlier, 4) for earlier, later in zip(self.times, self.times[1:])],  # from step 2 on
         }
 
 
@@ -122,7 +123,7 @@ def run_transformers(config_path: str, skip: int, workdir: str) -> dict[str, Any
     assistant = Assistant.from_config(config.model, seed=optim.seed)  # what ours builds: same fresh weights
     model = assistant.model
     apply_freeze_policy(model, train_connectors=True, train_lora=config.stage == "instruct")
-    builder = assistant._builder
+    builder = assistant.prompt_builder
     loaded_rss = peak_rss_mb()  # like ours: before rows are read and validated
 
     rows, _ = load_rows(config.data.train_file, config.data.data_root)
@@ -175,6 +176,9 @@ def run_transformers(config_path: str, skip: int, workdir: str) -> dict[str, Any
         report_to=[], save_strategy="no", use_cpu=True, dataloader_num_workers=0, dataloader_pin_memory=False,
         remove_unused_columns=False,
     )
+    # The forward's **llm_kwargs would make HF pass num_items_in_batch and then skip dividing the loss by
+    # grad_accum; the model returns a mean loss, so say it takes no loss kwargs (ours divides by grad_accum).
+    model.accepts_loss_kwargs = False
     trainer = HFTrainer(model=model, args=arguments, train_dataset=Rows(), data_collator=collate_pixels, callbacks=[LossLog()])
     metrics = trainer.train().metrics
     return {
@@ -303,8 +307,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, m
         f"{unique} distinct, so ours ran the frozen encoder on {unique} and the baseline on {frames}. The scene data has "
         f"~9 rows per picture, so a longer run (a full epoch) hits the cache more than this short one.",
         "  - cached features are rounded to float16 and back, so ours' loss differs slightly from the baseline's.",
-        "  - transformers.Trainer computes the loss with num_items_in_batch and logs every step (logging_steps=1);"
-        " ours reads loss.item() every step as well.",
+        "  - transformers.Trainer logs every step (logging_steps=1); ours reads loss.item() every step as well.",
         "  - LoRA dropout draws differ between the processes; the first-step loss should still agree (LoRA B starts at 0).",
         "Peak RSS is the whole child process: model load, row validation, training and, for ours, saving the adapter.",
         "It depends on how much freed memory glibc keeps: compare runs with --mmap-threshold 131072 for the working set.",

@@ -174,7 +174,7 @@ def test_labels_cover_exactly_the_assistant_turns(tiny_assistant, scene_data):
     rows, _ = load_rows(scene_data / "train.jsonl")
     row = next(r for r in rows if r.question_type == "multi_turn")
     parsed = parse_messages(tiny_assistant, row.messages)
-    example = encode_conversation(tiny_assistant._builder, parsed)
+    example = encode_conversation(tiny_assistant.prompt_builder, parsed)
     labelled = [t for t in example.labels if t != IGNORE_INDEX]
     answers = [m["content"][0]["text"] for m in row.messages if m["role"] == "assistant"]
     expected = "".join(f"{a}<|im_end|>\n" for a in answers)

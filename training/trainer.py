@@ -54,15 +54,18 @@ def build_assistant(config: TrainConfig) -> Assistant:
     return Assistant.from_config(config.model, seed=config.optim.seed)
 
 
-def validate_rows(assistant: Assistant, builder: PromptBuilder, rows: list[Row], report: RowReport, max_length: int, show: bool) -> list[Row]:
-    valid = []
+def validate_rows(
+    assistant: Assistant, builder: PromptBuilder, rows: list[Row], report: RowReport, max_length: int, show: bool
+) -> tuple[list[Row], list[int]]:
+    """The rows that pass every check, and their token lengths; bad rows go to ``report``."""
+    valid, lengths = [], []
     for row in tqdm(rows, desc="checking rows", disable=not show):
         try:
-            check_row(assistant, builder, row, max_length)
+            lengths.append(check_row(assistant, builder, row, max_length))
             valid.append(row)
         except BadRow as error:
             report.add(row.id, error)
-    return valid
+    return valid, lengths
 
 
 class Trainer:
@@ -92,7 +95,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def load_data(self) -> tuple[list[Row], list[Row]]:
+    def load_data(self) -> tuple[list[Row], list[int], list[Row]]:
         data = self.config.data
         if not data.train_file:
             raise TrainingError("data.train_file is not set")
@@ -101,8 +104,8 @@ class Trainer:
             val_rows, val_report = load_rows(data.val_file, data.data_root or Path(data.train_file).parent) if data.val_file else ([], RowReport())
         except (FileNotFoundError, ValueError) as error:
             raise TrainingError(str(error)) from None
-        rows = validate_rows(self.assistant, self.builder, rows, report, data.max_length, self.is_main)
-        val_rows = validate_rows(self.assistant, self.builder, val_rows, val_report, data.max_length, self.is_main)
+        rows, lengths = validate_rows(self.assistant, self.builder, rows, report, data.max_length, self.is_main)
+        val_rows, _ = validate_rows(self.assistant, self.builder, val_rows, val_report, data.max_length, self.is_main)
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "data_report.json").write_text(json.dumps({"train": report.to_dict(), "val": val_report.to_dict()}, indent=1))
@@ -114,7 +117,7 @@ class Trainer:
             )
         if not rows:
             raise TrainingError("no valid training rows")
-        return rows, val_rows
+        return rows, lengths, val_rows
 
     # ------------------------------------------------------------------ steps
 
@@ -145,7 +148,7 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         config, accelerator = self.config, self.accelerator
-        rows, val_rows = self.load_data()
+        rows, lengths, val_rows = self.load_data()
         checked = check_template_contract(self.assistant, self.builder, rows[: config.eval.contract_rows])
         logger.info("template contract holds on %d prompts", checked)
 
@@ -169,6 +172,7 @@ class Trainer:
         sampler = ResumableBatchSampler(
             len(rows), config.optim.batch_size, config.optim.seed, accelerator.process_index,
             accelerator.num_processes, state.micro_step, config.optim.max_steps * accum,
+            lengths if config.data.group_by_length else None,
         )
         pad_id = self.assistant.tokenizer.pad_token_id
         pad_id = self.assistant.tokenizer.eos_token_id if pad_id is None else pad_id

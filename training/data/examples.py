@@ -33,7 +33,7 @@ class Example:
 def parse_messages(assistant: Assistant, messages: list[dict[str, Any]]) -> list[Message]:
     """Validate a training conversation and load its media (rows end with an assistant turn)."""
     return validate_messages(
-        messages, assistant.config.media, assistant._supported_media(), assistant.frames_per_video,
+        messages, assistant.config.media, assistant.supported_media, assistant.frames_per_video,
         final_roles=("assistant",),
     )
 
