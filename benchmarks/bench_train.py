@@ -331,8 +331,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=None, help="rows longer are bad rows (default 1024; 400 with --tiny)")
     parser.add_argument("--max-bad-fraction", type=float, default=0.05, help="as data.max_bad_fraction")
     parser.add_argument("--seed", type=int, default=0, help="data order and initialisation seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per child (0: torch's default; default 1 with --tiny, else 0)")
-    parser.add_argument("--mmap-threshold", type=int, default=0, help="set MALLOC_MMAP_THRESHOLD_ (bytes) in both children (0: glibc default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per child (0: torch's default; default 1 with --tiny, else 0)")
+    parser.add_argument("--mmap-threshold", type=int, default=0,
+                        help="set MALLOC_MMAP_THRESHOLD_ (bytes) in both children (0: glibc default)")
     parser.add_argument("--workdir", help="where data, configs and logs go (default: a fresh temp folder)")
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -356,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("working in %s", workdir)
     from training.data.scenes import main as make_scenes
 
-    make_scenes(["--out", str(workdir / "data"), "--train", str(args.scenes), "--val", "0", "--test", "0", "--seed", str(args.seed)])
+    make_scenes(["--out", str(workdir / "data"), "--train", str(args.scenes), "--val", "0", "--test", "0",
+                 "--seed", str(args.seed)])
     if args.tiny:
         model, model_name = tiny_models(workdir / "models"), "tiny random Llama + tiny CLIP (tests/conftest.py)"
     else:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from training.data import scenes
 from training.data.scene_layout import COLOURS, SHAPES, Scene, SceneConfig, SceneObject
-from training.data.scene_questions import CAPTION_PROMPTS, QUESTION_TYPES, normalize_answer
+from training.data.scene_questions import CAPTION_PROMPTS, QUESTION_TYPES
+from training.metrics import normalise_answer as normalize_answer
 from training.data.scene_render import scene_png
 from training.data.scenes import (
     DatasetConfig,

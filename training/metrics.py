@@ -1,24 +1,25 @@
 """Task metrics on generated answers, by name: ``exact_match`` (normalised) and ``bleu`` (BLEU-4).
 
-Normalisation for exact match: lowercase, strip punctuation and articles, collapse spaces, and map
-number words to digits ("two" == "2"). BLEU comes from sacrebleu, the field's reference implementation.
+Normalisation for exact match: lowercase, strip punctuation, drop articles (unless nothing else is
+left), map number words to digits ("two" == "2") and British spellings to American ("centre" ==
+"center"). BLEU comes from sacrebleu, the field's reference implementation.
 """
 
 from __future__ import annotations
 
-import re
 import string
 from typing import Callable
 
-NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())} | {"none": "0"}
+SPELLINGS = {"centre": "center", "colour": "color", "grey": "gray"}
+ARTICLES = frozenset({"a", "an", "the"})
 
 
 def normalise_answer(text: str) -> str:
-    text = text.lower().strip()
-    text = "".join(ch for ch in text if ch not in string.punctuation)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(NUMBER_WORDS.get(word, word) for word in text.split())
+    """The form two answers are compared in (see the module docstring)."""
+    words = "".join(ch for ch in text.lower() if ch not in string.punctuation).split()
+    content = [word for word in words if word not in ARTICLES]
+    return " ".join(SPELLINGS.get(w, NUMBER_WORDS.get(w, w)) for w in (content or words))
 
 
 def exact_match(predictions: list[str], references: list[str]) -> float:

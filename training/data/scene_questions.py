@@ -9,8 +9,8 @@ triangle" only when there is one triangle). Answer conventions, for exact-match 
 - counts are digits (``"0"`` to ``"6"``); zero counts are asked on purpose;
 - captions are one sentence listing every object ("A large red square on the left and ...").
 
-``normalize_answer`` maps a model's reply onto these conventions (case, punctuation, articles,
-number words). Questions say "color" (American spelling); question-type keys say "colour".
+``training.metrics.normalise_answer`` maps a model's reply onto these conventions (case,
+punctuation, articles, number words). Questions say "color" (American spelling); question-type keys say "colour".
 This module knows nothing about pixels, files or row formats.
 """
 
@@ -39,10 +39,6 @@ FOLLOW_UPS = {  # pronoun questions about the object the conversation opened wit
 }
 ZERO_COUNT_RATE = 0.2
 HARD_NEGATIVE_RATE = 0.7  # absent objects that share a colour or shape with a present one
-NUMBER_WORDS = {
-    "zero": "0", "none": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}
 
 
 @dataclass(frozen=True)
@@ -61,15 +57,6 @@ def article(phrase: str) -> str:
 
 def plural(shape: str) -> str:
     return shape + "s"
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, trim punctuation and a leading article, and turn number words into digits."""
-    words = text.strip().lower().strip(" .!?,;:\"'").split()
-    if len(words) > 1 and words[0] in ("a", "an", "the"):
-        words = words[1:]
-    words = [NUMBER_WORDS.get(word, "center" if word == "centre" else word) for word in words]
-    return " ".join(words)
 
 
 def describe_object(obj: SceneObject) -> str:

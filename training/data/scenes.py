@@ -40,7 +40,6 @@ from training.data.scene_questions import (
     comparison,
     count_question,
     dialogue,
-    normalize_answer,
     position_question,
     questions,
 )
@@ -50,7 +49,7 @@ from training.data.scene_writers import FORMATS, Sample, llava_row, messages_row
 __all__ = [
     "QA", "QUESTION_TYPES", "Scene", "SceneConfig", "SceneObject", "DatasetConfig", "build_dataset",
     "caption", "comparison", "dialogue", "generate_scene", "llava_row", "messages_row",
-    "normalize_answer", "questions", "render", "scene_seed", "write_examples",
+    "questions", "render", "scene_seed", "write_examples",
 ]
 
 logger = logging.getLogger(__name__)
