@@ -2,8 +2,10 @@
 
 Both sides train the same ``MultimodalModel`` (``Assistant.from_config`` with the same seed, so the same
 fresh connector and LoRA weights; ``assistant.freeze.apply_freeze_policy`` decides what trains) on the
-same valid rows of a generated scene dataset, in the same order and batches, with the same AdamW
-(``torch.optim.AdamW``), learning rate, cosine schedule, warm-up, clipping and precision (fp32).
+same valid rows of a generated scene dataset, with the same AdamW (``torch.optim.AdamW``), learning rate,
+cosine schedule, warm-up, clipping and precision (fp32). By default the baseline is fed exactly ours'
+batches (ours' sampler, length-grouped when ``data.group_by_length``); ``--baseline-order shuffled`` gives it
+the same sampler without length grouping, to show what the grouping is worth.
 
 What deliberately differs is the design under test:
 
@@ -101,8 +103,12 @@ def run_ours(config_path: str, skip: int) -> dict[str, Any]:
     }
 
 
-def run_transformers(config_path: str, skip: int, workdir: str) -> dict[str, Any]:
-    """The plain way: an HF ``Trainer`` on the same model, pixels through the frozen encoder every batch."""
+def run_transformers(config_path: str, skip: int, workdir: str, order: str) -> dict[str, Any]:
+    """The plain way: an HF ``Trainer`` on the same model, pixels through the frozen encoder every batch.
+
+    ``order`` "same": exactly ours' batches; "shuffled": ours' sampler without length grouping (a plain
+    shuffled order, the data a default run would see), same rows per epoch.
+    """
     import torch
     from transformers import Trainer as HFTrainer
     from transformers import TrainerCallback, TrainingArguments
@@ -127,19 +133,23 @@ def run_transformers(config_path: str, skip: int, workdir: str) -> dict[str, Any
     loaded_rss = peak_rss_mb()  # like ours: before rows are read and validated
 
     rows, _ = load_rows(config.data.train_file, config.data.data_root)
-    valid = []
-    for row in rows:  # the same check, hence the same valid rows, as ours
+    valid, lengths = [], []
+    for row in rows:  # the same check, hence the same valid rows and lengths, as ours
         try:
-            check_row(assistant, builder, row, config.data.max_length)
+            lengths.append(check_row(assistant, builder, row, config.data.max_length))
             valid.append(row)
         except BadRow:
             pass
-    # Exactly the rows, order and batches ours draws (its sampler is a pure function of the seed).
-    sampler = ResumableBatchSampler(len(valid), optim.batch_size, optim.seed, 0, 1, 0, optim.max_steps * optim.grad_accum)
-    ordered = [valid[index] for batch in sampler for _, index in batch]
-    frames = sum(row.media_count for row in ordered)
-    unique_frames = len({json.dumps(part, sort_keys=True) for row in ordered for m in row.messages
-                         if isinstance(m.get("content"), list) for part in m["content"] if part.get("type") == "image"})
+
+    def batches(grouped: bool) -> list[list[int]]:  # ours' sampler is a pure function of the seed (and lengths)
+        sampler = ResumableBatchSampler(
+            len(valid), optim.batch_size, optim.seed, 0, 1, 0, optim.max_steps * optim.grad_accum, lengths if grouped else None
+        )
+        return [[index for _, index in batch] for batch in sampler]
+
+    ours_batches = batches(config.data.group_by_length)
+    baseline_batches = ours_batches if order == "same" else batches(False)
+    ordered = [valid[index] for batch in baseline_batches for index in batch]
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -187,7 +197,21 @@ def run_transformers(config_path: str, skip: int, workdir: str) -> dict[str, Any
         "steps": trainer.state.global_step, "samples": collated["rows"],
         "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded_rss,
         "first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan"),
-        "frames": frames, "unique_frames": unique_frames,
+        "data": {
+            "ours": batch_stats(ours_batches, valid, lengths), "transformers": batch_stats(baseline_batches, valid, lengths)
+        },
+        "ours_grouped_by_length": config.data.group_by_length, "baseline_order": order,
+    }
+
+
+def batch_stats(batches: list[list[int]], rows: list, lengths: list[int]) -> dict[str, int]:
+    """Image frames (all and distinct) and tokens (real and padded) in a run's batches."""
+    images = [json.dumps(part, sort_keys=True) for batch in batches for index in batch for message in rows[index].messages
+              if isinstance(message.get("content"), list) for part in message["content"] if part.get("type") == "image"]
+    return {
+        "frames": len(images), "unique_frames": len(set(images)),
+        "tokens": sum(lengths[index] for batch in batches for index in batch),
+        "padded_tokens": sum(len(batch) * max(lengths[index] for index in batch) for batch in batches),
     }
 
 
@@ -199,7 +223,7 @@ def child_main(args: argparse.Namespace) -> None:
     if args.child == "ours":
         result = run_ours(args.config, args.skip_steps)
     else:
-        result = run_transformers(args.config, args.skip_steps, str(Path(args.config).parent / "hf-output"))
+        result = run_transformers(args.config, args.skip_steps, str(Path(args.config).parent / "hf-output"), args.baseline_order)
     result.update(runner=args.child, torch_threads=torch.get_num_threads())
     print(json.dumps(result), flush=True)  # the last stdout line is the parent's input
 
@@ -246,7 +270,7 @@ def write_run_config(folder: Path, model: dict[str, Any], train_file: Path, args
 
 def launch(runner: str, config: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", runner, "--config", str(config),
-               "--skip-steps", str(args.skip_steps), "--threads", str(args.threads)]
+               "--skip-steps", str(args.skip_steps), "--threads", str(args.threads), "--baseline-order", args.baseline_order]
     environment = dict(os.environ)
     if args.mmap_threshold:  # a fixed threshold turns off glibc's dynamic one: large frees go back to the OS
         environment["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
@@ -294,7 +318,8 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, m
     row("peak RSS MB after model load", "loaded_rss_mb", 0)
     row("first-step loss", "first_loss", 4)
     row("last-step loss", "last_loss", 4)
-    frames, unique = theirs[0]["frames"], theirs[0]["unique_frames"]
+    data = theirs[0]["data"]
+    grouping = "length-grouped" if theirs[0]["ours_grouped_by_length"] else "shuffled, not grouped"
     lines += [
         "",
         f"samples seen: ours {sorted({r['samples'] for r in ours})}, transformers {sorted({r['samples'] for r in theirs})}; "
@@ -302,13 +327,19 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, m
         f"speed ratio {median(ours, 'samples_per_s') / median(theirs, 'samples_per_s'):.2f}x (target >= 1.0x), "
         f"memory ratio {median(ours, 'peak_rss_mb') / median(theirs, 'peak_rss_mb'):.2f}x (target <= 1.0x)",
         "",
+        f"Batches: ours {grouping}; baseline {'the same batches' if args.baseline_order == 'same' else 'shuffled, not grouped'}"
+        f" (--baseline-order {args.baseline_order}). Tokens real/padded: ours {data['ours']['tokens']}/"
+        f"{data['ours']['padded_tokens']}, baseline {data['transformers']['tokens']}/{data['transformers']['padded_tokens']}.",
+        "",
         "What differs (by design):",
-        f"  - ours encodes each distinct image once (feature cache, float16): these steps hold {frames} image frames, "
-        f"{unique} distinct, so ours ran the frozen encoder on {unique} and the baseline on {frames}. The scene data has "
-        f"~9 rows per picture, so a longer run (a full epoch) hits the cache more than this short one.",
+        f"  - ours encodes each distinct image once (feature cache, float16): ours' batches hold {data['ours']['frames']} image "
+        f"frames, {data['ours']['unique_frames']} distinct, so ours ran the frozen encoder on {data['ours']['unique_frames']}; "
+        f"the baseline on all {data['transformers']['frames']}. The scene data has ~9 rows per picture, so a longer run "
+        "(a full epoch) hits the cache more than this short one.",
         "  - cached features are rounded to float16 and back, so ours' loss differs slightly from the baseline's.",
         "  - transformers.Trainer logs every step (logging_steps=1); ours reads loss.item() every step as well.",
-        "  - LoRA dropout draws differ between the processes; the first-step loss should still agree (LoRA B starts at 0).",
+        "  - LoRA dropout draws differ between the processes; with the same batches the first-step loss should still "
+        "agree (LoRA B starts at 0).",
         "Peak RSS is the whole child process: model load, row validation, training and, for ours, saving the adapter.",
         "It depends on how much freed memory glibc keeps: compare runs with --mmap-threshold 131072 for the working set.",
         "On a shared machine, torch threads compete with other processes: treat the figures as indicative there.",
@@ -335,6 +366,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch threads per child (0: torch's default; default 1 with --tiny, else 0)")
     parser.add_argument("--mmap-threshold", type=int, default=0,
                         help="set MALLOC_MMAP_THRESHOLD_ (bytes) in both children (0: glibc default)")
+    parser.add_argument("--baseline-order", choices=("same", "shuffled"), default="same",
+                        help="same: the baseline gets ours' exact batches (length-grouped if ours groups); "
+                             "shuffled: ours' sampler without length grouping")
     parser.add_argument("--workdir", help="where data, configs and logs go (default: a fresh temp folder)")
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
