@@ -23,6 +23,10 @@ IGNORE_INDEX = -100  # label value for positions without a training target
 
 
 class MultimodalModel(nn.Module):
+    # ``forward`` returns a mean loss over labelled tokens; it does not take ``num_items_in_batch``,
+    # so transformers.Trainer must divide by its gradient-accumulation steps itself.
+    accepts_loss_kwargs = False
+
     def __init__(self, llm: PreTrainedModel, encoders: dict[str, MediaEncoder], connectors: nn.ModuleDict) -> None:
         super().__init__()
         self.llm = llm

@@ -83,6 +83,19 @@ def test_loss_decreases_and_only_adapters_change(tmp_path, tiny_paths, scene_dat
     assert restored.chat(row.messages[:1], max_new_tokens=3) is not None
 
 
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path, tiny_paths, scene_data):
+    """Accumulating two micro-batches of 2 (no crash, both count) reaches the weights of one batch of 4."""
+    common = dict(model={"llm": {"model": tiny_paths["llm"], "lora": {"r": 4, "dropout": 0.0}},
+                         "modalities": {"image": {"encoder": {"kind": "hf_vision", "model": tiny_paths["clip"]}, "connector": {"kind": "mlp"}}}},
+                  data={"group_by_length": False})
+    one = train(write_config(tmp_path / "one", tiny_paths, scene_data, optim={"max_steps": 1, "batch_size": 4}, **common))
+    two = train(write_config(tmp_path / "two", tiny_paths, scene_data, optim={"max_steps": 1, "batch_size": 2, "grad_accum": 2}, **common))
+    assert two.summary["samples"] == one.summary["samples"] == 4
+    for (name, a), (_, b) in zip(one.model.named_parameters(), two.model.named_parameters()):
+        if a.requires_grad:
+            assert torch.allclose(a, b, atol=1e-5), name
+
+
 def test_align_stage_trains_the_connector_only(tmp_path, tiny_paths, scene_data):
     trainer = train(write_config(tmp_path, tiny_paths, scene_data, stage="align", optim={"max_steps": 2}))
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]

@@ -31,7 +31,7 @@ class DataConfig:
     max_length: int = field(default=1024, metadata={"help": "rows longer than this many tokens are bad rows"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     group_by_length: bool = field(default=True, metadata={"help": "batch rows of similar length together (less padding)"})
-    feature_cache_mb: float = field(default=2048.0, metadata={"help": "memory for cached frozen-encoder outputs (float16)"})
+    feature_cache_mb: float = field(default=2048.0, metadata={"help": "memory for cached frozen-encoder outputs"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_fraction <= 1.0 or not 0.0 <= self.modality_dropout <= 1.0:

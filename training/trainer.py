@@ -125,16 +125,14 @@ class Trainer:
         if not frames:
             return None
         encoder = self.model.encoders["image"]
-        unique = {frame.key: frame for frame in frames}.values()
-        missing = [frame for frame in unique if self.features.get(frame.key) is None]
+        found = {frame.key: self.features.get(frame.key) for frame in frames}
+        missing = {frame.key: frame for frame in frames if found[frame.key] is None}
         if missing:
-            encoded = encoder.encode([f.image for f in missing]).to(torch.float16)  # (K, N, D)
-            for frame, tensor in zip(missing, encoded):
-                self.features.put(frame.key, tensor)
-        cached = [self.features.get(f.key) for f in frames]
-        if any(t is None for t in cached):  # cache too small for one batch: encode directly
-            return {"image": encoder.encode([f.image for f in frames])}
-        return {"image": torch.stack(cached).float()}
+            encoded = encoder.encode([frame.image for frame in missing.values()])  # (K, N, D), float32 as at inference
+            for key, tensor in zip(missing, encoded):
+                found[key] = tensor.clone()  # its own storage, so evicting it frees it
+                self.features.put(key, found[key])
+        return {"image": torch.stack([found[frame.key] for frame in frames])}
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         device = self.accelerator.device
@@ -193,15 +191,15 @@ class Trainer:
             total = 0.0
             for micro in range(accum):
                 batch = next(batches)
-                sync = accelerator.no_sync(model) if micro < accum - 1 else nullcontext()
-                with sync, accelerator.autocast():
-                    loss = self._loss(model, batch)
-                if not bool(accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")):
-                    last = list_checkpoints(config.checkpoint_dir)
-                    raise TrainingError(
-                        f"non-finite loss at step {state.step + 1}; last good checkpoint: {last[-1] if last else 'none'}"
-                    )
-                with sync:
+                # Gradients are all-reduced only on the last micro-batch of a step.
+                with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
+                    with accelerator.autocast():
+                        loss = self._loss(model, batch)
+                    if not bool(accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")):
+                        last = list_checkpoints(config.checkpoint_dir)
+                        raise TrainingError(
+                            f"non-finite loss at step {state.step + 1}; last good checkpoint: {last[-1] if last else 'none'}"
+                        )
                     accelerator.backward(loss / accum)
                 total += loss.item() / accum
                 state.micro_step += 1
