@@ -9,7 +9,7 @@ the same sampler without length grouping, to show what the grouping is worth.
 
 What deliberately differs is the design under test:
 
-* ours caches frozen-encoder outputs by media content hash (float16 in RAM), so a picture is
+* ours caches frozen-encoder outputs by media content hash (float32 in RAM), so a picture is
   encoded once per process; the baseline's collator preprocesses pixels and the frozen encoder runs
   on every batch inside ``MultimodalModel.forward(pixel_values=...)``, the plain way;
 * ours runs through ``accelerate`` directly with its own loop; the baseline is ``transformers.Trainer``
@@ -332,11 +332,10 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, m
         f"{data['ours']['padded_tokens']}, baseline {data['transformers']['tokens']}/{data['transformers']['padded_tokens']}.",
         "",
         "What differs (by design):",
-        f"  - ours encodes each distinct image once (feature cache, float16): ours' batches hold {data['ours']['frames']} image "
+        f"  - ours encodes each distinct image once (feature cache): ours' batches hold {data['ours']['frames']} image "
         f"frames, {data['ours']['unique_frames']} distinct, so ours ran the frozen encoder on {data['ours']['unique_frames']}; "
         f"the baseline on all {data['transformers']['frames']}. The scene data has ~9 rows per picture, so a longer run "
         "(a full epoch) hits the cache more than this short one.",
-        "  - cached features are rounded to float16 and back, so ours' loss differs slightly from the baseline's.",
         "  - transformers.Trainer logs every step (logging_steps=1); ours reads loss.item() every step as well.",
         "  - LoRA dropout draws differ between the processes; with the same batches the first-step loss should still "
         "agree (LoRA B starts at 0).",
