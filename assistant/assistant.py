@@ -132,7 +132,7 @@ class Assistant:
 
         Args:
             path: Target folder; replaced atomically, so a crash never leaves a half-written artifact.
-            dtype: Store connector weights in this dtype (e.g. ``torch.bfloat16``); default as trained.
+            dtype: Store connector and LoRA weights in this dtype (e.g. ``torch.bfloat16``); default as trained.
         """
         from safetensors.torch import save_file
 
@@ -145,6 +145,12 @@ class Assistant:
             save_file(state, str(staging / CONNECTORS_FILE), metadata={"format": "pt"})
             if hasattr(self.model.llm, "peft_config"):
                 self.model.llm.save_pretrained(str(staging / LORA_FOLDER))
+                if dtype is not None:  # PEFT writes the adapter as trained; store it in the requested dtype too
+                    from safetensors.torch import load_file
+
+                    lora_file = staging / LORA_FOLDER / "adapter_model.safetensors"
+                    lora = {k: v.to(dtype).contiguous() for k, v in load_file(str(lora_file)).items()}
+                    save_file(lora, str(lora_file), metadata={"format": "pt"})
             (staging / TEMPLATE_FILE).write_text(self.tokenizer.chat_template)
             if target.exists():
                 old = target.with_name(f".{target.name}-old-{os.getpid()}")

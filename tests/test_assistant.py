@@ -50,13 +50,19 @@ def test_save_then_load_gives_identical_logits(make_config, image_files, tmp_pat
     assert restored.chat(messages, max_new_tokens=8) == original.chat(messages, max_new_tokens=8)
 
 
-def test_save_in_16_bit_and_corrupt_artifact(make_config, tmp_path):
-    assistant = Assistant.from_config(make_config())
+def test_save_in_16_bit_and_corrupt_artifact(make_config, tmp_path, image_files):
+    assistant = Assistant.from_config(make_config(lora_r=4))
+    _perturb(assistant.model.llm, 2)
     assistant.save_pretrained(tmp_path / "a", dtype=torch.bfloat16)
     from safetensors.torch import load_file
 
     assert all(t.dtype == torch.bfloat16 for t in load_file(str(tmp_path / "a" / "connectors.safetensors")).values())
-    Assistant.from_pretrained(tmp_path / "a")  # loads back into float32 connectors
+    assert all(t.dtype == torch.bfloat16 for t in load_file(str(tmp_path / "a" / "lora" / "adapter_model.safetensors")).values())
+    restored = Assistant.from_pretrained(tmp_path / "a")  # loads back into float32 modules
+    lora = {n: p for n, p in restored.model.llm.named_parameters() if "lora_B" in n}
+    original = dict(assistant.model.llm.named_parameters())
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())
+    assert all(torch.allclose(p, original[n], atol=1e-2) and p.abs().sum() > 0 for n, p in lora.items())
     (tmp_path / "a" / "connectors.safetensors").write_bytes(b"garbage")
     with pytest.raises(AssistantError, match="cannot read connector weights"):
         Assistant.from_pretrained(tmp_path / "a")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.assistant import SHIPPED_DEFAULT
+
 from launch_ui import ERROR_TITLE, EXAMPLES_DIR, LaunchOptions, build_app, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -30,10 +32,9 @@ CHROMIUM_FLAGS = (
 SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "ui_screenshot.png"
 MAX_FILE_MB = 5.0
 DEFAULT_MAX_NEW_TOKENS = 256  # the UI's "Max new tokens" slider default
-# TODO(trained default adapter): the shipped default's connector is untrained, so only a non-empty
-# reply is checked. Set this to True once assistant/default_adapter ships a trained connector: the
-# reply must then contain the example's answer from examples/examples.json.
-CHECK_ANSWER_CONTENT = False
+# With a trained default adapter shipped, the reply must contain the example's answer from
+# examples/examples.json; without one (untrained connector) only a non-empty reply is checked.
+CHECK_ANSWER_CONTENT = (SHIPPED_DEFAULT / "assistant_config.json").is_file()
 
 
 def _free_port() -> int:
