@@ -70,7 +70,7 @@ class Assistant:
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
-        self._engine = DecodeEngine(model.llm, self._stop_ids, self.stats)
+        self._engine = DecodeEngine(model, self._stop_ids, self.stats)
         self._lock = threading.RLock()
         self._active: _Request | None = None
         image_tokens = tokens_per_frame.get("image", 0)
@@ -220,11 +220,17 @@ class Assistant:
         if request is not None:
             request.cancel.set()
 
-    def reset_cache(self) -> None:
-        """Forget the cached conversation and media features (e.g. after the connector was retrained)."""
+    def reset_cache(self, media: bool = False) -> None:
+        """Forget the cached conversation (needed after the connector or LoRA changed).
+
+        Args:
+            media: Also drop cached encoder outputs. They never go stale (encoders are frozen),
+                so this only frees memory.
+        """
         with self._lock:
             self._engine.reset()
-            self._features.clear()
+            if media:
+                self._features.clear()
 
     # ---------------------------------------------------------------- internals
 

@@ -33,11 +33,21 @@ def converter(kind: Any, optional: bool):
     return convert
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--prefix-field-name`` flag per field of ``cls`` (defaults left to the dataclass)."""
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = (), recurse: bool = False
+) -> None:
+    """Add one ``--prefix-field-name`` flag per field of ``cls`` (defaults left to the dataclass).
+
+    With ``recurse``, nested dataclass fields get dotted flags too (``--optim.learning-rate``, dest
+    ``optim.learning_rate``); otherwise they are skipped. Dict-valued fields never get flags.
+    """
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip or dataclasses.is_dataclass(hints[field.name]):
+        if field.name in skip:
+            continue
+        if dataclasses.is_dataclass(hints[field.name]):
+            if recurse:
+                add_dataclass_arguments(parser, hints[field.name], f"{prefix}{field.name}.", recurse=True)
             continue
         kind, optional = _base_type(hints[field.name])
         flag = "--" + (prefix + field.name).replace("_", "-")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, TemperatureLogitsWarper, TopPLogitsWarper
@@ -57,15 +57,17 @@ def common_prefix_length(cached: list[Hashable], new: list[Hashable]) -> int:
 
 
 class DecodeEngine:
-    def __init__(
-        self, llm: PreTrainedModel, stop_token_ids: set[int], counters: EngineCounters, prefill_chunk: int = 512
-    ) -> None:
-        self.llm = llm
+    def __init__(self, model: Any, stop_token_ids: set[int], counters: EngineCounters, prefill_chunk: int = 512) -> None:
+        self.model = model  # only its ``llm`` is used, read on each call so a swapped LLM is never stale
         self.stop_token_ids = stop_token_ids
         self.counters = counters
         self.prefill_chunk = prefill_chunk
         self._cache: DynamicCache | None = None
         self._keys: list[Hashable] = []
+
+    @property
+    def llm(self) -> PreTrainedModel:
+        return self.model.llm
 
     def reset(self) -> None:
         """Forget the cached conversation (the next request prefills from scratch)."""

@@ -1,7 +1,6 @@
 """Media sources, content keys and video frame sampling."""
 
 import base64
-import io
 
 import numpy as np
 import pytest

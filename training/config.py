@@ -8,15 +8,13 @@ generated from the dataclasses, so YAML keys and flags cannot drift apart.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from assistant.cli_args import converter
+from assistant.cli_args import add_dataclass_arguments
 from assistant.config import AssistantConfig, build_dataclass
 from assistant.errors import AssistantError
 
@@ -99,31 +97,10 @@ class TrainConfig:
         return Path(self.output_dir) / "checkpoints"
 
 
-def _leaf_fields(cls: type, prefix: str = ""):
-    """(dotted name, type hint, help) for every scalar/list leaf of a nested dataclass."""
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
-            yield from _leaf_fields(hint, f"{prefix}{item.name}.")
-        elif typing.get_origin(hint) is not dict:
-            yield prefix + item.name, hint, item.metadata.get("help", "")
-
-
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Fine-tune an assistant's connector (and LoRA) on your data.")
     parser.add_argument("--config", help="YAML file with the run's settings")
-    for name, hint, help_text in _leaf_fields(TrainConfig):
-        args = typing.get_args(hint)
-        kind = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, help=help_text)
-        else:
-            optional = type(None) in args
-            parser.add_argument(flag, dest=name, type=converter(kind, optional), default=argparse.SUPPRESS, help=help_text)
+    add_dataclass_arguments(parser, TrainConfig, recurse=True)
     return parser
 
 

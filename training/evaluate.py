@@ -24,17 +24,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from assistant import Assistant, AssistantConfig, AssistantError
-from training.data.rows import load_rows, summarise
+from training.data.rows import load_rows, message_text, summarise
 from training.metrics import bleu4, normalise_answer
 from training.text_regression import TEXT_PROMPTS, has_key
 
 logger = logging.getLogger("training.evaluate")
 
 SHORT_ANSWER_TOKENS, CAPTION_TOKENS = 12, 80
-
-
-def _text(content: Any) -> str:
-    return content if isinstance(content, str) else "".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
 def answer_rows(assistant: Assistant, rows: list) -> list[dict[str, Any]]:
@@ -45,13 +41,13 @@ def answer_rows(assistant: Assistant, rows: list) -> list[dict[str, Any]]:
         for index, message in enumerate(row.messages):
             if message["role"] != "assistant":
                 continue
-            reference = _text(message["content"])
+            reference = message_text(message["content"])
             budget = CAPTION_TOKENS if kind == "caption" else SHORT_ANSWER_TOKENS
             prediction = assistant.chat(row.messages[:index], max_new_tokens=budget)
             records.append({
                 "row": row.id,
                 "type": kind,
-                "question": _text(row.messages[index - 1]["content"]),
+                "question": message_text(row.messages[index - 1]["content"]),
                 "reference": reference,
                 "prediction": prediction,
                 "correct": normalise_answer(prediction) == normalise_answer(reference),

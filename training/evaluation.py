@@ -14,16 +14,14 @@ import torch
 from assistant import Assistant
 from assistant.processor import PromptBuilder
 from training.data.examples import collate, encode_conversation, parse_messages
-from training.data.rows import Row
+from training.data.rows import Row, message_text
 from training.metrics import METRICS
 
 
 def reference_answer(row: Row) -> tuple[list[dict[str, Any]], str]:
     """(prompt messages up to the last assistant turn, that turn's text)."""
     last = max(i for i, m in enumerate(row.messages) if m["role"] == "assistant")
-    content = row.messages[last]["content"]
-    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-    return row.messages[:last], text
+    return row.messages[:last], message_text(row.messages[last]["content"])
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import time
 import zlib
@@ -26,7 +25,7 @@ from assistant.feature_cache import FeatureCache
 from assistant.freeze import apply_freeze_policy
 from assistant.llm import attach_lora
 from assistant.processor import PromptBuilder
-from training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint, trainable_state
 from training.config import TrainConfig
 from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
@@ -48,7 +47,6 @@ def build_assistant(config: TrainConfig) -> Assistant:
         lora = config.model.llm.lora
         if config.stage == "instruct" and lora.r and not hasattr(assistant.model.llm, "peft_config"):
             assistant.model.llm = attach_lora(assistant.model.llm, lora)
-            assistant._engine.llm = assistant.model.llm
             assistant.config.llm.lora = lora
         return assistant
     return Assistant.from_config(config.model, seed=config.optim.seed)
@@ -263,7 +261,7 @@ class Trainer:
 
     def _finish(self, state, optimizer, scheduler, metrics, elapsed, start_step, writer) -> dict[str, Any]:
         accelerator = self.accelerator
-        checksum = zlib.crc32(b"".join(t.numpy().tobytes() for t in _sorted_state(self.model).values()))
+        checksum = zlib.crc32(b"".join(t.float().numpy().tobytes() for t in trainable_state(self.model).values()))
         checksums = accelerator.gather(torch.tensor([checksum], dtype=torch.long, device=accelerator.device)).tolist()
         if self.is_main:
             dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.checkpoint.save_dtype]
@@ -292,10 +290,6 @@ class Trainer:
             logger.info("done: %s", json.dumps(summary))
         accelerator.wait_for_everyone()
         return summary
-
-
-def _sorted_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().float().cpu().contiguous() for n, p in sorted(model.named_parameters()) if p.requires_grad}
 
 
 def _peak_memory_mb() -> float:

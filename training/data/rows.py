@@ -70,6 +70,13 @@ class RowReport:
         }
 
 
+def message_text(content: Any) -> str:
+    """The text of a message's content: the string itself, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+
+
 def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
     content = message.get("content")
     return content if isinstance(content, list) else []
@@ -174,9 +181,7 @@ def parse_row(record: Any, fallback_id: str, root: Path) -> Row:
     if not assistant_turns:
         raise BadRow("no_assistant_turn", "row has no assistant turn to learn from")
     for message in assistant_turns:
-        content = message.get("content")
-        text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if not text.strip():
+        if not message_text(message.get("content") or "").strip():
             raise BadRow("empty_assistant_turn", "an assistant turn is empty")
     return Row(str(record.get("id", fallback_id)), messages, record.get("question_type"))
 
