@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adapters.norms import scaled_rms_norm
 from adapters.position import InputPositionEmbedding
 from adapters.registry import register_connector
 
@@ -19,6 +20,8 @@ class MLPProjector(nn.Module):
         num_input_tokens: Tokens per media item the encoder emits (used by position embeddings).
         hidden_dim: Width of the hidden layer; defaults to ``output_dim``.
         position_embedding: ``"none"``, ``"learned"`` or ``"sincos2d"`` added to the inputs.
+        output_rms: If given, outputs pass through an RMS norm whose gain starts at this value
+            (the LLM's token-embedding RMS), so media tokens begin at the scale of text tokens.
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class MLPProjector(nn.Module):
         num_input_tokens: int,
         hidden_dim: int | None = None,
         position_embedding: str = "none",
+        output_rms: float | None = None,
     ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or output_dim
@@ -36,6 +40,7 @@ class MLPProjector(nn.Module):
         self.linear_in = nn.Linear(input_dim, hidden_dim)
         self.activation = nn.GELU()
         self.linear_out = nn.Linear(hidden_dim, output_dim)
+        self.output_norm = scaled_rms_norm(output_dim, output_rms)
 
     @staticmethod
     def num_output_tokens(num_input_tokens: int) -> int:
@@ -43,4 +48,4 @@ class MLPProjector(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.input_norm(self.positions(tokens))  # (B, N, D_in)
-        return self.linear_out(self.activation(self.linear_in(tokens)))  # (B, N, D_out)
+        return self.output_norm(self.linear_out(self.activation(self.linear_in(tokens))))  # (B, N, D_out)

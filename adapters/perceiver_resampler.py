@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adapters.norms import scaled_rms_norm
 from adapters.position import InputPositionEmbedding
 from adapters.registry import register_connector
 
@@ -46,6 +47,7 @@ class PerceiverResampler(nn.Module):
         depth: Number of cross-attention blocks.
         num_heads: Attention heads; must divide ``hidden_dim``.
         position_embedding: ``"none"``, ``"learned"`` or ``"sincos2d"`` added to the inputs.
+        output_rms: If given, outputs pass through an RMS norm whose gain starts at this value.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class PerceiverResampler(nn.Module):
         depth: int = 2,
         num_heads: int = 8,
         position_embedding: str = "none",
+        output_rms: float | None = None,
     ) -> None:
         super().__init__()
         hidden_dim = hidden_dim or output_dim
@@ -72,6 +75,7 @@ class PerceiverResampler(nn.Module):
         self.blocks = nn.ModuleList(ResamplerBlock(hidden_dim, num_heads, ff_mult=2) for _ in range(depth))
         self.output_norm = nn.LayerNorm(hidden_dim)
         self.output_proj = nn.Linear(hidden_dim, output_dim)
+        self.output_scale = scaled_rms_norm(output_dim, output_rms)
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
         return self.num_latents
@@ -81,4 +85,4 @@ class PerceiverResampler(nn.Module):
         latents = self.latents.unsqueeze(0).expand(inputs.shape[0], -1, -1)  # (B, L, H)
         for block in self.blocks:
             latents = block(inputs, latents)
-        return self.output_proj(self.output_norm(latents))  # (B, L, D_out)
+        return self.output_scale(self.output_proj(self.output_norm(latents)))  # (B, L, D_out)

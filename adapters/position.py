@@ -56,3 +56,4 @@ class InputPositionEmbedding(nn.Module):
         if self.kind == "sincos2d":
             table = table * self.gate.to(tokens.dtype) * tokens.detach().std()
         return tokens + table  # (B, N, D)
+

@@ -26,7 +26,11 @@ class EncoderConfig:
 
     kind: str = field(default=DEFAULT_VISION_ENCODER, metadata={"help": "encoder registry key: efficientnet_lite0 | hf_vision"})
     model: str | None = field(default=None, metadata={"help": "Hugging Face id or local folder (hf_vision)"})
-    feature_layer: int = field(default=-2, metadata={"help": "hidden-state index whose tokens are used (hf_vision)"})
+    feature_layer: int | None = field(
+        default=None,
+        metadata={"help": "which layer's tokens: hf_vision hidden-state index (default -2, as LLaVA); "
+                          "efficientnet_lite0 block 0-15 or -1 for the 1280-wide head (default 5)"},
+    )
     drop_cls_token: bool = field(default=True, metadata={"help": "drop the CLS token where the model has one"})
     image_size: int = field(default=224, metadata={"help": "input resolution (efficientnet_lite0)"})
 
@@ -47,6 +51,9 @@ class ConnectorConfig:
     depth: int = field(default=2, metadata={"help": "cross-attention blocks (resampler)"})
     num_heads: int = field(default=8, metadata={"help": "attention heads (resampler)"})
     position_embedding: str = field(default="none", metadata={"help": "none | learned | sincos2d"})
+    match_embedding_scale: bool = field(
+        default=True, metadata={"help": "end with an RMS norm whose gain starts at the LLM's token-embedding RMS"}
+    )
 
     def __post_init__(self) -> None:
         if self.num_latents < 1 or self.depth < 1 or self.num_heads < 1:

@@ -36,12 +36,16 @@ class MultimodalModel(nn.Module):
     @classmethod
     def build(cls, config: AssistantConfig, llm: PreTrainedModel, encoders: dict[str, MediaEncoder]) -> "MultimodalModel":
         """Create fresh connectors sized between each encoder and the LLM."""
-        llm_width = llm.get_input_embeddings().embedding_dim
+        embeddings = llm.get_input_embeddings()
+        # Media tokens that start at the scale of text tokens let the frozen LLM read them from step one.
+        embedding_rms = embeddings.weight.detach().float().pow(2).mean().sqrt().item()
         connectors = nn.ModuleDict()
         for modality, encoder in encoders.items():
-            settings = config.modalities[modality].connector
+            options = config.modalities[modality].connector.options()
+            options["output_rms"] = embedding_rms if options.pop("match_embedding_scale") else None
             connectors[modality] = build_connector(
-                settings.kind, encoder.hidden_size, llm_width, encoder.num_tokens, **settings.options()
+                config.modalities[modality].connector.kind, encoder.hidden_size, embeddings.embedding_dim,
+                encoder.num_tokens, **options,
             )
         model = cls(llm, encoders, connectors)
         model.connectors.to(next(llm.parameters()).device)

@@ -85,3 +85,13 @@ def test_sincos_table_rows_are_distinct():
     assert torch.cdist(table, table).add(torch.eye(49) * 10).min() > 0.1
     with pytest.raises(ValueError):
         sincos_2d_table(7, 10)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resampler"])
+def test_output_rms_starts_media_tokens_at_the_requested_scale(kind):
+    connector = build_connector(kind, 24, 16, 9, num_latents=4, num_heads=4, output_rms=0.13)
+    tokens = connector(torch.randn(2, 9, 24) * 50)  # wildly scaled inputs
+    per_token_rms = tokens.pow(2).mean(-1).sqrt()
+    assert torch.allclose(per_token_rms, torch.full_like(per_token_rms, 0.13), rtol=1e-3)
+    with pytest.raises(ValueError, match="output_rms"):
+        build_connector(kind, 24, 16, 9, num_latents=4, num_heads=4, output_rms=0.0)

@@ -29,3 +29,29 @@ def test_default_accepts_an_image_and_keeps_history(default_assistant, tmp_path)
     assert "Paris" in default_assistant.chat(turn2, max_new_tokens=24)
     assert default_assistant.stats.encoder_calls == encoder_calls  # the image was not encoded again
     assert default_assistant.model.encoders["image"].num_tokens == 49
+
+
+def test_efficientnet_feature_layers_fold_onto_the_same_grid():
+    import torch
+
+    from assistant.encoders.efficientnet import EfficientNetLite0Encoder
+    from assistant.errors import AssistantError
+
+    head = EfficientNetLite0Encoder(feature_layer=-1)
+    batch = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        reference = head.network.extract_features(batch).flatten(2).transpose(1, 2)  # the package's own path
+    assert torch.equal(head.features(batch), reference) and reference.shape == (2, 49, 1280)
+    block5 = EfficientNetLite0Encoder()  # default: stage-4 output, 80 channels at stride 16, folded 2x2
+    assert (block5.feature_layer, block5.num_tokens, block5.hidden_size) == (5, 49, 320)
+    with torch.no_grad():
+        stride16 = batch
+        network = block5.network
+        stride16 = network._swish(network._bn0(network._conv_stem(stride16)))
+        for block in network._blocks[:6]:
+            stride16 = block(stride16)  # (2, 80, 14, 14)
+    tokens = block5.features(batch)
+    # token (row 0, col 0) holds the 2x2 stride-16 cells of the top-left corner, channel-major
+    assert torch.equal(tokens[:, 0].reshape(2, 80, 2, 2), stride16[:, :, :2, :2])
+    with pytest.raises(AssistantError, match="feature_layer"):
+        EfficientNetLite0Encoder(feature_layer=16)

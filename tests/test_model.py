@@ -90,3 +90,13 @@ def test_align_stage_freezes_lora(make_config):
     apply_freeze_policy(assistant.model, train_connectors=True, train_lora=False)
     trainable = [name for name, p in assistant.model.named_parameters() if p.requires_grad]
     assert trainable and all(name.startswith("connectors.") for name in trainable)
+
+
+def test_fresh_connector_tokens_start_at_the_text_embedding_scale(tiny_assistant, image_files):
+    from PIL import Image
+
+    model = tiny_assistant.model
+    embedding_rms = model.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+    features = model.encoders["image"].encode([Image.open(image_files[0])])
+    tokens = model.connect("image", features)
+    assert torch.allclose(tokens.float().pow(2).mean(-1).sqrt(), embedding_rms.expand(tokens.shape[:-1]), rtol=1e-2)

@@ -262,3 +262,14 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tmp_path, tiny_paths, scen
     assert summary["processes"] == 2 and summary["steps"] == 3
     first, second = summary["rank_weight_checksums"]
     assert first == second
+
+
+def test_connector_learning_rate_is_its_own_parameter_group(tmp_path, tiny_paths, scene_data):
+    config = write_config(tmp_path, tiny_paths, scene_data, optim={"learning_rate": 1e-4, "connector_learning_rate": 2e-3})
+    trainer = Trainer(load_train_config(["--config", str(config)]))
+    connector, lora = trainer.parameter_groups()
+    assert connector["lr"] == 2e-3 and lora["lr"] == 1e-4
+    assert {id(p) for p in connector["params"]} == {id(p) for p in trainer.model.connectors.parameters()}
+    assert lora["params"] and all(p.requires_grad for p in lora["params"])
+    with pytest.raises(Exception, match="connector_learning_rate"):
+        load_train_config(["--config", str(config), "--optim.connector-learning-rate", "0"])

@@ -39,6 +39,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
+    connector_learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate of the connectors (default: learning_rate)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps before the cosine decay"})
     max_steps: int = field(default=100, metadata={"help": "optimizer steps"})
@@ -52,6 +53,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise AssistantError("max_steps, batch_size and grad_accum must be at least 1")
+        if self.connector_learning_rate is not None and self.connector_learning_rate <= 0:
+            raise AssistantError(f"connector_learning_rate must be positive, got {self.connector_learning_rate}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise AssistantError(f"mixed_precision {self.mixed_precision!r} is not auto, no, bf16 or fp16")
 

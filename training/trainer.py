@@ -142,14 +142,23 @@ class Trainer:
         )
         return outputs.loss
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Connector weights (optionally at their own learning rate, as LLaVA's projector) and LoRA weights."""
+        optim = self.config.optim
+        connector = [p for p in self.model.connectors.parameters() if p.requires_grad]
+        connector_ids = {id(p) for p in connector}
+        others = [p for p in self.model.parameters() if p.requires_grad and id(p) not in connector_ids]
+        connector_lr = optim.connector_learning_rate or optim.learning_rate
+        groups = [{"params": connector, "lr": connector_lr}, {"params": others, "lr": optim.learning_rate}]
+        return [group for group in groups if group["params"]]
+
     def train(self) -> dict[str, Any]:
         config, accelerator = self.config, self.accelerator
         rows, lengths, val_rows = self.load_data()
         checked = check_template_contract(self.assistant, self.builder, rows[: config.eval.contract_rows])
         logger.info("template contract holds on %d prompts", checked)
 
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay)
         from transformers import get_cosine_schedule_with_warmup
 
         scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.optim.max_steps)
@@ -203,7 +212,7 @@ class Trainer:
                 state.micro_step += 1
                 state.samples += batch["input_ids"].shape[0] * accelerator.num_processes
             if config.optim.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(parameters, config.optim.max_grad_norm)
+                accelerator.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], config.optim.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -44,7 +44,7 @@ class HFVisionEncoder(MediaEncoder):
                 f"cannot load vision encoder {source!r}: {error}. Pass a local folder, or a hub id "
                 "whose weights are already in the Hugging Face cache (or set allow_download)."
             ) from None
-        self.feature_layer = config.feature_layer
+        self.feature_layer = -2 if config.feature_layer is None else config.feature_layer
         self.hidden_size = vision_config.hidden_size
         self.freeze()
         probe = self.features(self.preprocess([Image.new("RGB", (64, 64))]))

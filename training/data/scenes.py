@@ -139,9 +139,11 @@ def build_split(root: Path, split: str, config: DatasetConfig) -> dict[str, Any]
                 if previous is not None:
                     pair = [previous, (scene, image)]
                     rng.shuffle(pair)
-                    qa = comparison(pair[0][0], pair[1][0], rng)
-                    if qa is not None:
-                        samples.append(Sample(f"{name}_comparison", (pair[0][1], pair[1][1]), (qa,), "comparison"))
+                    # Packed training rows ask up to three different comparisons about the same pair.
+                    asks = 3 if config.pack_questions and split == "train" else 1
+                    unique = {qa.question: qa for qa in (comparison(pair[0][0], pair[1][0], rng) for _ in range(asks)) if qa}
+                    if unique:
+                        samples.append(Sample(f"{name}_comparison", (pair[0][1], pair[1][1]), tuple(unique.values()), "comparison"))
                 previous = (scene, image)
                 for sample in samples:
                     counts[sample.question_type] += 1

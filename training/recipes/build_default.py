@@ -4,7 +4,9 @@
 
 1. generate the synthetic scene domain (train rows packed into one dialogue per scene),
 2. ``align``: train the connector with the LLM frozen (``default_align.yaml``),
-3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``),
+3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``), on the scene rows
+   mixed with text-only rows the base LLM answered itself (``training.data.text_rows``), so LoRA
+   learns the new domain without rewriting the LLM's plain-text answers,
 4. evaluate on the held-out test split (``training.evaluate``),
 5. with ``--install``, copy the adapter into ``assistant/default_adapter`` with a model card.
 
@@ -30,16 +32,37 @@ RECIPES = Path(__file__).resolve().parent
 SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
 
 
-def run_stage(recipe: str, out: Path, data: Path, overrides: list[str], connector: ConnectorConfig | None = None) -> dict:
+def run_stage(
+    recipe: str, out: Path, train_file: Path, data: Path, overrides: list[str], connector: ConnectorConfig | None = None
+) -> dict:
     """Train one stage; ``connector`` replaces the recipe's (the instruct stage inherits it from ``--base``)."""
     argv = [
         "--config", str(RECIPES / recipe), "--output-dir", str(out),
-        "--data.train-file", str(data / "train.jsonl"), "--data.val-file", str(data / "val.jsonl"), *overrides,
+        "--data.train-file", str(train_file), "--data.val-file", str(data / "val.jsonl"), *overrides,
     ]
     config = load_train_config(argv)
     if connector is not None:
         config.model.modalities["image"].connector = connector
     return Trainer(config).train()
+
+
+def instruct_rows(data: Path, text_repeats: int) -> Path:
+    """The instruct stage's rows: every scene row plus ``text_repeats`` copies of the distilled text rows."""
+    from assistant import Assistant
+    from assistant.config import AssistantConfig
+    from training.data.text_rows import distill_text_rows, load_prompts, write_text_rows
+
+    text_file, mixed = data / "text_rows.jsonl", data / "instruct_train.jsonl"
+    if not text_file.is_file():
+        write_text_rows(text_file, distill_text_rows(Assistant.from_config(AssistantConfig()), load_prompts()))
+    text_rows = [json.loads(line) for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(mixed, "w", encoding="utf-8") as out:
+        out.write((data / "train.jsonl").read_text(encoding="utf-8"))
+        for repeat in range(text_repeats):
+            for row in text_rows:
+                out.write(json.dumps({**row, "id": f"{row['id']}_{repeat}"}) + "\n")
+    logger.info("instruct rows: scene rows + %d x %d distilled text rows", text_repeats, len(text_rows))
+    return mixed
 
 
 def model_card(summary: dict, args: argparse.Namespace) -> str:
@@ -77,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-latents", type=int, default=32, help="resampler output tokens")
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
+    parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
     parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
     parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
     args = parser.parse_args(argv)
@@ -92,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     connector = ConnectorConfig(kind=args.connector, num_latents=args.num_latents, position_embedding="sincos2d")
     align_overrides = ["--optim.max-steps", str(args.align_steps)] if args.align_steps else []
     instruct_overrides = ["--optim.max-steps", str(args.instruct_steps)] if args.instruct_steps else []
-    align = run_stage("default_align.yaml", out / "align", data, align_overrides, connector)
-    instruct = run_stage("default_instruct.yaml", out / "instruct", data, ["--base", align["adapter"], *instruct_overrides])
+    align = run_stage("default_align.yaml", out / "align", data / "train.jsonl", data, align_overrides, connector)
+    mixed = instruct_rows(data, args.text_repeats)
+    instruct = run_stage(
+        "default_instruct.yaml", out / "instruct", mixed, data, ["--base", align["adapter"], *instruct_overrides]
+    )
     train_minutes = (time.perf_counter() - started) / 60
     logger.info("training wall time (data + align + instruct): %.1f min", train_minutes)
 
