@@ -71,15 +71,15 @@ def model_card(summary: dict, args: argparse.Namespace) -> str:
 
     return f"""# Built-in default adapter
 
-EfficientNet-Lite0 (frozen, ImageNet) -> `{args.connector}` connector with a 2-D position signal ->
-SmolLM2-135M-Instruct with LoRA (r=16 on q/k/v/o). Built offline on a 2-core CPU by
+EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens) -> `{args.connector}` connector with a 2-D position
+signal -> SmolLM2-135M-Instruct with LoRA (r=16 on every linear layer). Built offline on a 2-core CPU by
 `python -m training.recipes.build_default --install` in {summary["train_wall_time_min"]} minutes
 (data generation, `align` {summary["align"]["steps"]} steps, `instruct` {summary["instruct"]["steps"]} steps).
 
 **Trained on** {args.train_scenes} synthetic scenes from `training/data/scenes.py`: 1-6 circles, squares,
 triangles and stars in 8 colours and 2 sizes, at left/right/top/bottom/center, on plain light
 backgrounds; questions about colour, shape, count, position, existence, captions, short dialogues
-and two-image comparisons.
+and two-image comparisons; plus {args.text_repeats} copies of 120 general text prompts answered by the base LLM.
 
 **It can** answer those question types about pictures of that kind. **It cannot** see anything else:
 photographs, text in images, other shapes or layouts are outside what it was trained on, and its
