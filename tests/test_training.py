@@ -273,3 +273,19 @@ def test_connector_learning_rate_is_its_own_parameter_group(tmp_path, tiny_paths
     assert lora["params"] and all(p.requires_grad for p in lora["params"])
     with pytest.raises(Exception, match="connector_learning_rate"):
         load_train_config(["--config", str(config), "--optim.connector-learning-rate", "0"])
+
+
+def test_training_features_are_the_float32_features_served(tmp_path, tiny_paths, scene_data):
+    """Under bf16 autocast the frozen encoder still runs in float32, as at inference."""
+    from training.data.examples import encode_conversation, parse_messages
+    from training.data.rows import load_rows
+
+    config = write_config(tmp_path, tiny_paths, scene_data, optim={"mixed_precision": "bf16"})
+    trainer = Trainer(load_train_config(["--config", str(config)]))
+    rows, _ = load_rows(scene_data / "train.jsonl", None)
+    frames = encode_conversation(trainer.builder, parse_messages(trainer.assistant, rows[0].messages)).frames
+    with trainer.accelerator.autocast():
+        trained = trainer._encoder_features(frames)["image"]
+    served = trainer.model.encoders["image"].encode([frame.image for frame in frames])
+    assert trained.dtype == torch.float32
+    torch.testing.assert_close(trained, served, rtol=0, atol=0)

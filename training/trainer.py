@@ -3,6 +3,8 @@
 Devices, DDP/FSDP and mixed precision come from ``accelerate`` (run the same script under
 ``accelerate launch`` or ``torchrun``). What trains is decided by ``assistant.freeze`` alone. Frozen
 encoder outputs are cached by content hash, so each training image is encoded once per process.
+Nothing that outlives a step is allocated in between its activations (the previous loss and its
+graph, the optimizer's state): on CPU that would fragment glibc's heap and raise peak RSS.
 The loop knows nothing about the data formats (``training.data``) or the metric's internals.
 """
 
@@ -66,6 +68,28 @@ def validate_rows(
     return valid, lengths
 
 
+def allocate_adam_state(optimizer: torch.optim.Optimizer) -> bool:
+    """Create Adam/AdamW's moment buffers now, as the zeros its first ``step`` would; True if it did.
+
+    Created lazily, the ~500 small buffers (built-in model) land in between the first step's freed
+    activations and stay for the whole run, splitting that space: ~40 MB more peak RSS on CPU. Made
+    before the first forward they sit with the model. Training is unchanged; an optimizer that already
+    has state (resumed) and other optimizers are left alone.
+    """
+    if not isinstance(optimizer, torch.optim.Adam) or optimizer.state:  # AdamW subclasses Adam
+        return False
+    saved = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for group in saved["param_groups"]:
+        for index in group["params"]:
+            moments = {"exp_avg": torch.zeros_like(params[index]), "exp_avg_sq": torch.zeros_like(params[index])}
+            if group["amsgrad"]:
+                moments["max_exp_avg_sq"] = torch.zeros_like(params[index])
+            saved["state"][index] = {"step": 0.0, **moments}  # a float step: Adam turns it into the tensor it uses
+    optimizer.load_state_dict(saved)
+    return True
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         from accelerate import Accelerator
@@ -126,7 +150,9 @@ class Trainer:
         found = {frame.key: self.features.get(frame.key) for frame in frames}
         missing = {frame.key: frame for frame in frames if found[frame.key] is None}
         if missing:
-            encoded = encoder.encode([frame.image for frame in missing.values()])  # (K, N, D), float32 as at inference
+            # float32 as at inference: the frozen encoder stays out of the loss's mixed-precision autocast.
+            with torch.autocast(self.accelerator.device.type, enabled=False):
+                encoded = encoder.encode([frame.image for frame in missing.values()])  # (K, N, D)
             for key, tensor in zip(missing, encoded):
                 found[key] = tensor.clone()  # its own storage, so evicting it frees it
                 self.features.put(key, found[key])
@@ -141,6 +167,24 @@ class Trainer:
             encoder_features=self._encoder_features(batch["frames"]),
         )
         return outputs.loss
+
+    def _forward_backward(self, model: torch.nn.Module, batch: dict[str, Any], step: int, sync: bool) -> float:
+        """Loss and gradients of one micro-batch (added to ``.grad``, scaled by 1/grad_accum); returns the loss.
+
+        The loss tensor must not outlive this call: it holds its autograd graph, ~3700 small nodes with
+        the built-in model, allocated in between the forward's activations. Alive into the next forward
+        (as a loop variable is), they split the space the freed activations left, and on CPU glibc grew
+        its heap instead of reusing it: +250 MB peak RSS and extra page faults in the first steps.
+        """
+        accelerator = self.accelerator
+        with nullcontext() if sync else accelerator.no_sync(model):
+            with accelerator.autocast():
+                loss = self._loss(model, batch)
+            if not bool(accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")):
+                last = list_checkpoints(self.config.checkpoint_dir)
+                raise TrainingError(f"non-finite loss at step {step}; last good checkpoint: {last[-1] if last else 'none'}")
+            accelerator.backward(loss / self.config.optim.grad_accum)
+        return loss.item()
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Connector weights (optionally at their own learning rate, as LLaVA's projector) and LoRA weights."""
@@ -170,6 +214,7 @@ class Trainer:
                 logger.info("resumed from %s at step %d", found[-1].name, state.step)
             else:
                 logger.warning("--resume given but no checkpoint in %s: starting fresh", config.checkpoint_dir)
+        allocate_adam_state(optimizer)
         model, optimizer = accelerator.prepare(self.model, optimizer)
 
         accum = config.optim.grad_accum
@@ -199,16 +244,7 @@ class Trainer:
             for micro in range(accum):
                 batch = next(batches)
                 # Gradients are all-reduced only on the last micro-batch of a step.
-                with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
-                    with accelerator.autocast():
-                        loss = self._loss(model, batch)
-                    if not bool(accelerator.reduce(torch.isfinite(loss.detach()).float(), "min")):
-                        last = list_checkpoints(config.checkpoint_dir)
-                        raise TrainingError(
-                            f"non-finite loss at step {state.step + 1}; last good checkpoint: {last[-1] if last else 'none'}"
-                        )
-                    accelerator.backward(loss / accum)
-                total += loss.item() / accum
+                total += self._forward_backward(model, batch, state.step + 1, sync=micro == accum - 1) / accum
                 state.micro_step += 1
                 state.samples += batch["input_ids"].shape[0] * accelerator.num_processes
             if config.optim.max_grad_norm > 0:
