@@ -102,6 +102,7 @@ class MultimodalModel(nn.Module):
         pixel_values: dict[str, torch.Tensor] | None = None,
         labels: torch.Tensor | None = None,
         encoder_features: dict[str, torch.Tensor] | None = None,
+        media_tokens_only: bool = False,
         **llm_kwargs,
     ):
         """Training/evaluation forward: encode (or take encoded) media, connect, splice, run the LLM.
@@ -110,6 +111,8 @@ class MultimodalModel(nn.Module):
             pixel_values: Per modality, a preprocessed batch (K, ...) of the K frames in order.
             encoder_features: Per modality, frozen-encoder outputs (K, N, D_enc) computed beforehand
                 (e.g. from a feature cache); used instead of ``pixel_values`` for that modality.
+            media_tokens_only: Return the connector outputs per modality, (K*M, D), without running
+                the LLM (objectives on the connector alone, e.g. lexical alignment).
         """
         features = dict(encoder_features or {})
         for modality, batch in (pixel_values or {}).items():
@@ -120,6 +123,8 @@ class MultimodalModel(nn.Module):
             for modality, batch in features.items()
             if batch.shape[0]
         }
+        if media_tokens_only:
+            return media_tokens
         embeddings = self.embed(input_ids, media_tokens)
         if labels is None:
             return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, **llm_kwargs)

@@ -15,3 +15,15 @@ def test_instruct_rows_mix_every_scene_row_with_repeated_text_rows(tmp_path):
     rows, report = load_rows(mixed)
     assert [row.id for row in rows] == ["s0", "text_0000_0", "text_0000_1", "text_0000_2"]
     assert report.bad_fraction == 0
+
+
+def test_recipe_stages_load_as_training_configs():
+    from training.config import load_train_config
+    from training.recipes.build_default import RECIPES
+
+    align = load_train_config(["--config", str(RECIPES / "default_align.yaml")])
+    instruct = load_train_config(["--config", str(RECIPES / "default_instruct.yaml")])
+    assert align.stage == "align" and align.align.objective == "lexical"
+    assert instruct.stage == "instruct" and instruct.model.llm.lora.r > 0
+    # The connector moves far slower than LoRA in instruct: at a high rate it collapsed to one token.
+    assert instruct.optim.connector_learning_rate < instruct.optim.learning_rate / 10

@@ -76,11 +76,25 @@ class EvalConfig:
 
 
 @dataclass
+class AlignConfig:
+    objective: str = field(default="lm", metadata={"help": "align loss: lm (next-token loss through the frozen LLM, as LLaVA) | lexical (see training.grounding)"})
+    negatives: int = field(default=2048, metadata={"help": "lexical: vocabulary entries sampled as negatives per step"})
+    logit_scale: float = field(default=1.5, metadata={"help": "lexical: multiplier on token-embedding dot products"})
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("lm", "lexical"):
+            raise AssistantError(f"align.objective {self.objective!r} is not lm or lexical")
+        if self.negatives < 0 or self.logit_scale <= 0:
+            raise AssistantError("align.negatives must be >= 0 and align.logit_scale > 0")
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = field(default="runs/adapter", metadata={"help": "checkpoints, logs, summary and the final adapter"})
     stage: str = field(default="instruct", metadata={"help": "align (connector only) | instruct (connector + LoRA)"})
     base: str | None = field(default=None, metadata={"help": "adapter folder to start from (e.g. the align stage's output)"})
     model: AssistantConfig = field(default_factory=AssistantConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

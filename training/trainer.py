@@ -33,6 +33,7 @@ from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
 from training.data.rows import BadRow, Row, RowReport, load_rows, summarise
 from training.evaluation import evaluate
+from training.grounding import answer_words, lexical_alignment_loss
 from training.sampler import ResumableBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class Trainer:
         return {"image": torch.stack([found[frame.key] for frame in frames])}
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        if self.config.stage == "align" and self.config.align.objective == "lexical":
+            return self._lexical_loss(model, batch)
         device = self.accelerator.device
         outputs = model(
             input_ids=batch["input_ids"].to(device),
@@ -167,6 +170,25 @@ class Trainer:
             encoder_features=self._encoder_features(batch["frames"]),
         )
         return outputs.loss
+
+    def _lexical_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """``training.grounding``: answer words scored against the media tokens, the LLM not run."""
+        device = self.accelerator.device
+        media = model(
+            input_ids=batch["input_ids"].to(device), encoder_features=self._encoder_features(batch["frames"]),
+            media_tokens_only=True,
+        )
+        per_frame = self.model.tokens_per_frame()["image"]
+        loss = None
+        if media:
+            loss = lexical_alignment_loss(
+                media["image"], [count * per_frame for count in batch["frames_per_row"]],
+                answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids),
+                self.model.llm.get_input_embeddings().weight, self.config.align.negatives, self.config.align.logit_scale,
+            )
+        if loss is None:  # no row with both media and words: a zero that still reaches every trained weight (DDP)
+            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return loss
 
     def _forward_backward(self, model: torch.nn.Module, batch: dict[str, Any], step: int, sync: bool) -> float:
         """Loss and gradients of one micro-batch (added to ``.grad``, scaled by 1/grad_accum); returns the loss.

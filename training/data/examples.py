@@ -125,4 +125,5 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         labels[row, :length] = torch.tensor(example.labels)
         attention_mask[row, :length] = 1
     frames = [frame for example in examples for frame in example.frames]
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames}
+    frames_per_row = [len(example.frames) for example in examples]
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames, "frames_per_row": frames_per_row}

@@ -3,7 +3,8 @@
     python -m training.recipes.build_default [--out runs/default] [--install]
 
 1. generate the synthetic scene domain (train rows packed into one dialogue per scene),
-2. ``align``: train the connector with the LLM frozen (``default_align.yaml``),
+2. ``align``: train the connector alone with the lexical objective (``default_align.yaml``,
+   ``training.grounding``): its tokens learn to point at the LLM's words for what they show,
 3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``), on the scene rows
    mixed with text-only rows the base LLM answered itself (``training.data.text_rows``), so LoRA
    learns the new domain without rewriting the LLM's plain-text answers,
@@ -43,6 +44,11 @@ def run_stage(
     config = load_train_config(argv)
     if connector is not None:
         config.model.modalities["image"].connector = connector
+    # Stages differ in mixed precision (align fp32, instruct bf16); accelerate keeps one per process
+    # unless its state is reset (the process/device state stays).
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     return Trainer(config).train()
 
 
@@ -74,7 +80,8 @@ def model_card(summary: dict, args: argparse.Namespace) -> str:
 EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens) -> `{args.connector}` connector with a 2-D position
 signal -> SmolLM2-135M-Instruct with LoRA (r=16 on every linear layer). Built offline on a 2-core CPU by
 `python -m training.recipes.build_default --install` in {summary["train_wall_time_min"]} minutes
-(data generation, `align` {summary["align"]["steps"]} steps, `instruct` {summary["instruct"]["steps"]} steps).
+(data generation; `align` with the lexical objective, connector only, {summary["align"]["steps"]} steps;
+`instruct`, LoRA with a slow connector, {summary["instruct"]["steps"]} steps).
 
 **Trained on** {args.train_scenes} synthetic scenes from `training/data/scenes.py`: 1-6 circles, squares,
 triangles and stars in 8 colours and 2 sizes, at left/right/top/bottom/center, on plain light
