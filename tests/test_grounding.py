@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from assistant.errors import AssistantError
 from assistant.model import IGNORE_INDEX
 from training.config import load_train_config
-from training.grounding import answer_words, lexical_alignment_loss
+from training.grounding import answer_words, lexical_alignment_loss, rescale_output
 from training.trainer import Trainer
 
 from tests.test_training import scene_data, train, write_config  # noqa: F401  (fixture and helpers)
@@ -25,32 +26,37 @@ def test_answer_words_are_the_distinct_labelled_non_special_ids():
 
 
 def test_loss_is_the_mixture_likelihood_of_the_answer_words():
-    # One row, two tokens: one exactly on word 0, one exactly on word 1; no negatives, so the softmax
-    # runs over the row's words {0, 2}. At the embeddings' RMS (0.5) and scale 2, a token along axis v
-    # scores 2 * 0.5 * 2 ... computed here term by term.
+    # One row, two tokens: one on word 0, one on word 1; no negatives, so the softmax runs over the
+    # row's words {0, 2}. Token 0 scores (2, 0) on them, token 1 scores (0, 0).
     tokens = torch.stack([EMBEDDINGS[0], EMBEDDINGS[1]])
-    rms = 0.5  # RMS of eye(4)
-    unit = tokens * (rms / tokens.pow(2).mean(-1, keepdim=True).sqrt())  # each token rescaled to RMS 0.5: norm 1
-    logits = 2.0 * unit @ EMBEDDINGS[[0, 2]].T  # (2 tokens, 2 candidates)
-    p = logits.softmax(-1).mean(0)  # mixture over the two tokens
-    expected = -(p.log()).mean()
     got = lexical_alignment_loss(tokens, [2], [torch.tensor([0, 2])], EMBEDDINGS, negatives=0, logit_scale=2.0)
-    torch.testing.assert_close(got, expected)
-    assert math.isclose(float(p[0]), (math.e**2 / (math.e**2 + 1) + 0.5) / 2, rel_tol=1e-6)
+    p0 = (math.e**2 / (math.e**2 + 1) + 0.5) / 2  # P(word 0 | row): mean over the two tokens
+    p2 = (1 / (math.e**2 + 1) + 0.5) / 2
+    assert math.isclose(float(got), -(math.log(p0) + math.log(p2)) / 2, rel_tol=1e-6)
 
 
-def test_tokens_pointing_at_their_words_score_better_and_scale_does_not_matter():
+def test_tokens_pointing_at_their_words_score_better():
     words = [torch.tensor([0]), torch.tensor([1])]
     right = torch.stack([EMBEDDINGS[0], EMBEDDINGS[1]])  # row 0's token on word 0, row 1's on word 1
-    swapped = right.flip(0)
     torch.manual_seed(0)
     good = lexical_alignment_loss(right, [1, 1], words, EMBEDDINGS, negatives=2, logit_scale=3.0)
     torch.manual_seed(0)
-    bad = lexical_alignment_loss(swapped, [1, 1], words, EMBEDDINGS, negatives=2, logit_scale=3.0)
-    torch.manual_seed(0)
-    louder = lexical_alignment_loss(right * 7.0, [1, 1], words, EMBEDDINGS, negatives=2, logit_scale=3.0)
+    bad = lexical_alignment_loss(right.flip(0), [1, 1], words, EMBEDDINGS, negatives=2, logit_scale=3.0)
     assert good < bad
-    torch.testing.assert_close(good, louder)
+
+
+def test_rescale_output_brings_tokens_to_the_target_rms():
+    from adapters.mlp_projector import MLPProjector
+
+    torch.manual_seed(0)
+    connector = MLPProjector(6, 8, num_input_tokens=4, output_rms=0.5)
+    features = torch.randn(3, 4, 6)
+    with torch.no_grad():
+        connector.output_norm.weight.mul_(3.0)  # as after lexical alignment: louder than the embeddings
+        measured = float(connector(features).pow(2).mean().sqrt())
+        assert rescale_output(connector, measured, target_rms=0.13)
+        torch.testing.assert_close(connector(features).pow(2).mean().sqrt(), torch.tensor(0.13))
+    assert not rescale_output(MLPProjector(6, 8, num_input_tokens=4), 1.0, 0.13)  # no output norm
 
 
 def test_rows_without_media_or_words_are_left_out():
@@ -88,3 +94,12 @@ def test_lexical_align_stage_trains_the_connector_without_running_the_llm(tmp_pa
     history = trainer.loss_history
     assert sum(history[-5:]) / 5 < sum(history[:5]) / 5
     assert summary["steps"] == 25 and (tmp_path / "run" / "adapter").is_dir()
+    # The stage ends with the connector's tokens back at the LLM's embedding RMS.
+    from assistant import Assistant
+
+    saved = Assistant.from_pretrained(tmp_path / "run" / "adapter")
+    frames = saved.model.encoders["image"].encode([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (40, 30), "blue")])
+    with torch.no_grad():
+        rms = saved.model.connect("image", frames).float().pow(2).mean().sqrt()
+    target = saved.model.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
+    torch.testing.assert_close(rms, target, rtol=0.3, atol=0)

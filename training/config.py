@@ -79,7 +79,7 @@ class EvalConfig:
 class AlignConfig:
     objective: str = field(default="lm", metadata={"help": "align loss: lm (next-token loss through the frozen LLM, as LLaVA) | lexical (see training.grounding)"})
     negatives: int = field(default=2048, metadata={"help": "lexical: vocabulary entries sampled as negatives per step"})
-    logit_scale: float = field(default=1.5, metadata={"help": "lexical: multiplier on token-embedding dot products"})
+    logit_scale: float = field(default=1.0, metadata={"help": "lexical: multiplier on token-embedding dot products"})
 
     def __post_init__(self) -> None:
         if self.objective not in ("lm", "lexical"):

@@ -8,8 +8,10 @@ scored against the LLM's own input-embedding matrix ``E``. A row is a mixture of
 
 so a token that lies under a red square learns to point at "red", "square", "large", "top"... in the
 LLM's own word space, and tokens over background soak up the frequent words. The softmax runs over
-the batch's answer words plus ``negatives`` vocabulary entries drawn at random (a sampled softmax), and
-tokens are compared at the embeddings' RMS, so the loss cannot be lowered by growing their scale.
+the batch's answer words plus ``negatives`` vocabulary entries drawn at random (a sampled softmax).
+The connector's output gain acts as the softmax temperature and grows while training, so at the end
+of the stage ``rescale_output`` brings the tokens back to the embeddings' RMS (their direction is what
+was learned; an LLM reading tokens three times louder than its words is a needless shift).
 
 Why it exists: trained with the usual next-token loss through a frozen LLM on a small budget, the
 connector collapses: its outputs end up the same for every picture (spread across images fell from
@@ -21,6 +23,7 @@ run leans on the pictures (README, "The built-in default adapter").
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from assistant.model import IGNORE_INDEX
 
@@ -61,9 +64,7 @@ def lexical_alignment_loss(
     embeddings = embeddings.detach()
     sampled = torch.randint(0, embeddings.shape[0], (negatives,), device=embeddings.device)
     candidates = torch.unique(torch.cat([*(words[index] for index in used), sampled]))  # sorted
-    scale = embeddings.float().pow(2).mean().sqrt()
-    unit = tokens.float() * (scale / tokens.float().pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6))
-    log_probs = torch.log_softmax(logit_scale * unit @ embeddings[candidates].float().T, dim=-1)  # (K, C)
+    log_probs = torch.log_softmax(logit_scale * tokens.float() @ embeddings[candidates].float().T, dim=-1)  # (K, C)
     starts = torch.tensor([0, *tokens_per_row]).cumsum(0).tolist()
     losses = []
     for index in used:
@@ -71,3 +72,14 @@ def lexical_alignment_loss(
         mixture = torch.logsumexp(row, dim=0) - torch.log(torch.tensor(float(row.shape[0])))  # (C,)
         losses.append(-mixture[torch.searchsorted(candidates, words[index])].mean())
     return torch.stack(losses).mean()
+
+
+def rescale_output(connector: nn.Module, measured_rms: float, target_rms: float) -> bool:
+    """Scale the gain of the connector's last RMS norm so tokens measured at ``measured_rms`` sit at
+    ``target_rms``; False (nothing changed) for a connector without one (``match_embedding_scale`` off)."""
+    norms = [module for module in connector.modules() if isinstance(module, nn.RMSNorm)]
+    if not norms or measured_rms <= 0:
+        return False
+    with torch.no_grad():
+        norms[-1].weight.mul_(target_rms / measured_rms)
+    return True

@@ -33,7 +33,7 @@ from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
 from training.data.rows import BadRow, Row, RowReport, load_rows, summarise
 from training.evaluation import evaluate
-from training.grounding import answer_words, lexical_alignment_loss
+from training.grounding import answer_words, lexical_alignment_loss, rescale_output
 from training.sampler import ResumableBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ class Trainer:
         per_frame = self.model.tokens_per_frame()["image"]
         loss = None
         if media:
+            self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())  # for rescale_output
             loss = lexical_alignment_loss(
                 media["image"], [count * per_frame for count in batch["frames_per_row"]],
                 answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids),
@@ -288,9 +289,18 @@ class Trainer:
                 metrics = self._evaluate(model, val_rows, writer, state.step)
         progress.close()
         elapsed = time.perf_counter() - started - self.paused_s
+        if config.stage == "align" and config.align.objective == "lexical":
+            self._rescale_connector()
         return self._finish(state, optimizer, scheduler, metrics, elapsed, start_step, writer)
 
     # ------------------------------------------------------------------ helpers
+
+    def _rescale_connector(self) -> None:
+        """After lexical alignment: tokens back at the LLM's embedding RMS (``training.grounding``)."""
+        measured = float(self.accelerator.reduce(torch.tensor(getattr(self, "media_rms", 0.0), device=self.accelerator.device), "mean"))
+        target = float(self.model.llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+        if rescale_output(self.model.connectors["image"], measured, target):
+            logger.info("connector tokens rescaled from RMS %.4f to the embeddings' %.4f", measured, target)
 
     def _due(self, every: int, step: int) -> bool:
         return step == self.config.optim.max_steps or (every > 0 and step % every == 0)
