@@ -68,7 +68,7 @@ def main() -> None:
         candidates = [(path, lambda path=path: Assistant.from_pretrained(path)) for path in args.adapters]
     else:
         candidates = [
-            ("mlp", lambda: fresh("mlp", 0)),
+            ("mlp", lambda: fresh("mlp", 32)),  # num_latents is ignored by mlp
             ("resampler-16", lambda: fresh("resampler", 16)),
             ("resampler-32", lambda: fresh("resampler", 32)),
         ]

@@ -116,6 +116,13 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process
 
+    @property
+    def _lexical(self) -> bool:
+        """Lexical alignment (``training.grounding``): the LLM is not run, so row length does not matter
+        and batches are not grouped by it (grouped, they held one kind of row each and the connector
+        drifted towards each kind's words in turn)."""
+        return self.config.stage == "align" and self.config.align.objective == "lexical"
+
     # ------------------------------------------------------------------ data
 
     def load_data(self) -> tuple[list[Row], list[int], list[Row]]:
@@ -160,7 +167,7 @@ class Trainer:
         return {"image": torch.stack([found[frame.key] for frame in frames])}
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        if self.config.stage == "align" and self.config.align.objective == "lexical":
+        if self._lexical:
             return self._lexical_loss(model, batch)
         device = self.accelerator.device
         outputs = model(
@@ -182,9 +189,12 @@ class Trainer:
         loss = None
         if media:
             self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())  # for rescale_output
+            words = answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids)
+            # Only rows with one picture: words of a two-picture row ("first", "second") belong to
+            # neither, and taught every token the same words (the connector collapsed again).
+            words = [ids if count == 1 else ids[:0] for ids, count in zip(words, batch["frames_per_row"])]
             loss = lexical_alignment_loss(
-                media["image"], [count * per_frame for count in batch["frames_per_row"]],
-                answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids),
+                media["image"], [count * per_frame for count in batch["frames_per_row"]], words,
                 self.model.llm.get_input_embeddings().weight, self.config.align.negatives, self.config.align.logit_scale,
             )
         if loss is None:  # no row with both media and words: a zero that still reaches every trained weight (DDP)
@@ -245,7 +255,7 @@ class Trainer:
         sampler = ResumableBatchSampler(
             len(rows), config.optim.batch_size, config.optim.seed, accelerator.process_index,
             accelerator.num_processes, state.micro_step, config.optim.max_steps * accum,
-            lengths if config.data.group_by_length else None,
+            lengths if config.data.group_by_length and not self._lexical else None,
         )
         pad_id = self.assistant.tokenizer.pad_token_id
         pad_id = self.assistant.tokenizer.eos_token_id if pad_id is None else pad_id
@@ -289,7 +299,7 @@ class Trainer:
                 metrics = self._evaluate(model, val_rows, writer, state.step)
         progress.close()
         elapsed = time.perf_counter() - started - self.paused_s
-        if config.stage == "align" and config.align.objective == "lexical":
+        if self._lexical:
             self._rescale_connector()
         return self._finish(state, optimizer, scheduler, metrics, elapsed, start_step, writer)
 
