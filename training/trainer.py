@@ -100,6 +100,11 @@ class Trainer:
         precision = config.optim.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        # accelerate keeps one mixed-precision setting per process; a later Trainer in the same process
+        # (the recipe's stages, a notebook) may want another. The process group itself is kept.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
         # Text-only batches leave the connector unused: DDP must not wait for its gradients.
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # also what turns torchrun's processes into a gloo group on CPU

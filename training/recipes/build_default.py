@@ -44,11 +44,6 @@ def run_stage(
     config = load_train_config(argv)
     if connector is not None:
         config.model.modalities["image"].connector = connector
-    # Stages differ in mixed precision (align fp32, instruct bf16); accelerate keeps one per process
-    # unless its state is reset (the process/device state stays).
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
     return Trainer(config).train()
 
 
