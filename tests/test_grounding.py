@@ -11,7 +11,7 @@ from PIL import Image
 from assistant.errors import AssistantError
 from assistant.model import IGNORE_INDEX
 from training.config import load_train_config
-from training.grounding import answer_words, lexical_alignment_loss, rescale_output
+from training.grounding import answer_words, lexical_alignment_loss, rescale_output, single_picture_words
 from training.trainer import Trainer
 
 from tests.test_training import scene_data, train, write_config  # noqa: F401  (fixture and helpers)
@@ -23,6 +23,14 @@ def test_answer_words_are_the_distinct_labelled_non_special_ids():
     labels = torch.tensor([[IGNORE_INDEX, 3, 2, 3, 9], [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
     words = answer_words(labels, special_ids=[9])
     assert words[0].tolist() == [2, 3] and words[1].numel() == 0
+
+
+def test_only_single_picture_rows_keep_their_words():
+    words = [torch.tensor([1, 2]), torch.tensor([3]), torch.tensor([4])]
+    kept = single_picture_words(words, [1, 2, 0])
+    assert kept[0].tolist() == [1, 2] and kept[1].numel() == 0 and kept[2].numel() == 0
+    with pytest.raises(ValueError):
+        single_picture_words(words, [1, 1])
 
 
 def test_loss_is_the_mixture_likelihood_of_the_answer_words():

@@ -33,7 +33,7 @@ from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
 from training.data.rows import BadRow, Row, RowReport, load_rows, summarise
 from training.evaluation import evaluate
-from training.grounding import answer_words, lexical_alignment_loss, rescale_output
+from training.grounding import answer_words, lexical_alignment_loss, rescale_output, single_picture_words
 from training.sampler import ResumableBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -194,10 +194,9 @@ class Trainer:
         loss = None
         if media:
             self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())  # for rescale_output
-            words = answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids)
-            # Only rows with one picture: words of a two-picture row ("first", "second") belong to
-            # neither, and taught every token the same words (the connector collapsed again).
-            words = [ids if count == 1 else ids[:0] for ids, count in zip(words, batch["frames_per_row"])]
+            words = single_picture_words(
+                answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids), batch["frames_per_row"]
+            )
             loss = lexical_alignment_loss(
                 media["image"], [count * per_frame for count in batch["frames_per_row"]], words,
                 self.model.llm.get_input_embeddings().weight, self.config.align.negatives, self.config.align.logit_scale,
