@@ -120,6 +120,7 @@ class Trainer:
         self.features = FeatureCache(self.config.data.feature_cache_mb)
         self.output = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process
+        self.media_rms = 0.0  # RMS of the last lexical-alignment batch's media tokens (``_rescale_connector``)
 
     @property
     def _lexical(self) -> bool:
@@ -193,7 +194,7 @@ class Trainer:
         per_frame = self.model.tokens_per_frame()["image"]
         loss = None
         if media:
-            self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())  # for rescale_output
+            self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())
             words = single_picture_words(
                 answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids), batch["frames_per_row"]
             )
@@ -311,7 +312,7 @@ class Trainer:
 
     def _rescale_connector(self) -> None:
         """After lexical alignment: tokens back at the LLM's embedding RMS (``training.grounding``)."""
-        measured = float(self.accelerator.reduce(torch.tensor(getattr(self, "media_rms", 0.0), device=self.accelerator.device), "mean"))
+        measured = float(self.accelerator.reduce(torch.tensor(self.media_rms, device=self.accelerator.device), "mean"))
         target = float(self.model.llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
         if rescale_output(self.model.connectors["image"], measured, target):
             logger.info("connector tokens rescaled from RMS %.4f to the embeddings' %.4f", measured, target)
