@@ -17,14 +17,12 @@ import os
 import random
 import statistics
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assistant import Assistant  # noqa: E402
 from assistant.config import AssistantConfig, ConnectorConfig  # noqa: E402
-
-logger = logging.getLogger("bench_connectors")
+from bench_chat import time_to_first_token  # noqa: E402  (same folder as this script)
 QUESTION = "What color is the triangle?"
 
 
@@ -33,11 +31,7 @@ def ttft(bot: Assistant, messages: list, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         bot.reset_cache(media=True)
-        started = time.perf_counter()
-        stream = bot.stream(messages, max_new_tokens=1)
-        next(stream, None)
-        times.append(time.perf_counter() - started)
-        stream.close()
+        times.append(time_to_first_token(bot, messages))
     return statistics.median(times)
 
 

@@ -41,8 +41,9 @@ def answer_words(labels: torch.Tensor, special_ids: list[int]) -> list[torch.Ten
 def single_picture_words(words: list[torch.Tensor], frames_per_row: list[int]) -> list[torch.Tensor]:
     """Keep the words of rows with exactly one picture; others get none (and are left out of the loss).
 
-    The words of a two-picture row ("first", "second") belong to neither picture; kept, they taught
-    every token the same words and the connector's spread across pictures fell from 34% to 7%.
+    The words of a two-picture row ("first", "second") belong to neither picture. Trained with such rows
+    (and with length-grouped batches, changed at the same time) the connector's spread across pictures
+    was 7%; without both, 34%.
     """
     return [ids if count == 1 else ids[:0] for ids, count in zip(words, frames_per_row, strict=True)]
 

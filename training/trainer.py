@@ -125,8 +125,8 @@ class Trainer:
     @property
     def _lexical(self) -> bool:
         """Lexical alignment (``training.grounding``): the LLM is not run, so row length does not matter
-        and batches are not grouped by it (grouped, they held one kind of row each and the connector
-        drifted towards each kind's words in turn)."""
+        and batches are not grouped by it (grouped, each batch held one kind of row; see
+        ``single_picture_words`` for the spread measured with and without)."""
         return self.config.stage == "align" and self.config.align.objective == "lexical"
 
     # ------------------------------------------------------------------ data
