@@ -24,6 +24,8 @@ class MLPProjector(nn.Module):
             (the LLM's token-embedding RMS), so media tokens begin at the scale of text tokens.
     """
 
+    keeps_grid = True  # output token i is input token i (``training.grounding`` relies on it)
+
     def __init__(
         self,
         input_dim: int,

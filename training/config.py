@@ -80,12 +80,15 @@ class AlignConfig:
     objective: str = field(default="lm", metadata={"help": "align loss: lm (next-token loss through the frozen LLM, as LLaVA) | lexical (see training.grounding)"})
     negatives: int = field(default=2048, metadata={"help": "lexical: vocabulary entries sampled as negatives per step"})
     logit_scale: float = field(default=1.0, metadata={"help": "lexical: multiplier on token-embedding dot products"})
+    background: str = field(default="background", metadata={"help": "lexical, rows with regions: the word tokens outside every region learn"})
 
     def __post_init__(self) -> None:
         if self.objective not in ("lm", "lexical"):
             raise AssistantError(f"align.objective {self.objective!r} is not lm or lexical")
         if self.negatives < 0 or self.logit_scale <= 0:
             raise AssistantError("align.negatives must be >= 0 and align.logit_scale > 0")
+        if not self.background.strip():
+            raise AssistantError("align.background must be a word")
 
 
 @dataclass

@@ -33,7 +33,9 @@ from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
 from training.data.rows import BadRow, Row, RowReport, load_rows, summarise
 from training.evaluation import evaluate
-from training.grounding import answer_words, lexical_alignment_loss, rescale_output, single_picture_words
+from training.grounding import (
+    answer_words, grounded_alignment_loss, lexical_alignment_loss, rescale_output, single_picture_words,
+)
 from training.sampler import ResumableBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class Trainer:
         self.output = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process
         self.media_rms = 0.0  # RMS of the last lexical-alignment batch's media tokens (``_rescale_connector``)
+        self._word_cache: dict[str, list[int]] = {}
 
     @property
     def _lexical(self) -> bool:
@@ -128,6 +131,22 @@ class Trainer:
         and batches are not grouped by it (grouped, each batch held one kind of row; see
         ``single_picture_words`` for the spread measured with and without)."""
         return self.config.stage == "align" and self.config.align.objective == "lexical"
+
+    def _word_ids(self, text: str) -> list[int]:
+        """Token ids of `` text`` (leading space: the form words take inside a sentence), specials left out."""
+        if text not in self._word_cache:
+            special = set(self.assistant.tokenizer.all_special_ids)
+            ids = self.assistant.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+            self._word_cache[text] = [i for i in ids if i not in special]
+        return self._word_cache[text]
+
+    def _token_grid(self) -> int | None:
+        """The side of the image connector's token grid when its token i is encoder cell i, else None."""
+        connector, encoder = self.model.connectors["image"], self.model.encoders["image"]
+        grid = getattr(encoder, "grid", None)
+        if getattr(connector, "keeps_grid", False) and grid and grid * grid == self.model.tokens_per_frame()["image"]:
+            return grid
+        return None
 
     # ------------------------------------------------------------------ data
 
@@ -192,16 +211,28 @@ class Trainer:
             media_tokens_only=True,
         )
         per_frame = self.model.tokens_per_frame()["image"]
-        loss = None
+        align, embeddings = self.config.align, self.model.llm.get_input_embeddings().weight
+        losses = []
         if media:
             self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())
+            regions = [(frame, self._word_ids(region.text), region.centre) for frame, region in batch["regions"]]
+            grounded = grounded_alignment_loss(
+                media["image"].view(-1, per_frame, media["image"].shape[-1]), [r for r in regions if r[1]],
+                self._word_ids(align.background), embeddings, align.negatives, align.logit_scale, self._token_grid(),
+            )
+            # Rows with regions are taught by them alone; the others by their answer words.
+            starts = torch.tensor([0, *batch["frames_per_row"]]).cumsum(0).tolist()
+            named = {frame for frame, _ in batch["regions"]}
             words = single_picture_words(
                 answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids), batch["frames_per_row"]
             )
-            loss = lexical_alignment_loss(
+            words = [ids[:0] if named & set(range(starts[row], starts[row + 1])) else ids for row, ids in enumerate(words)]
+            lexical = lexical_alignment_loss(
                 media["image"], [count * per_frame for count in batch["frames_per_row"]], words,
-                self.model.llm.get_input_embeddings().weight, self.config.align.negatives, self.config.align.logit_scale,
+                embeddings, align.negatives, align.logit_scale,
             )
+            losses = [term for term in (grounded, lexical) if term is not None]
+        loss = sum(losses) if losses else None
         if loss is None:  # no row with both media and words: a zero that still reaches every trained weight (DDP)
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return loss

@@ -1,7 +1,8 @@
 """The frozen-encoder contract and its registry.
 
 Subclasses implement ``preprocess`` (media -> tensor batch) and ``features`` (tensor batch ->
-``(B, N, D)`` tokens) and set ``modality``, ``hidden_size`` and ``num_tokens``. The base class keeps
+``(B, N, D)`` tokens) and set ``modality``, ``hidden_size`` and ``num_tokens`` (and ``grid`` when token
+``i`` is cell ``i`` of a square map, read by grounded alignment). The base class keeps
 every encoder frozen: parameters never require gradients and ``train()`` cannot leave eval mode.
 """
 
@@ -50,6 +51,7 @@ class MediaEncoder(nn.Module):
     hidden_size: int
     num_tokens: int
     description: str
+    grid: int | None = None  # side of the square token map, when tokens are its cells in raster order
 
     def freeze(self) -> "MediaEncoder":
         for parameter in self.parameters():

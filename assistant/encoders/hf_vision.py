@@ -8,6 +8,7 @@ CLS token is dropped when the model has one. Preprocessing is the checkpoint's o
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from PIL import Image
@@ -51,6 +52,8 @@ class HFVisionEncoder(MediaEncoder):
         patches = self._num_patches(vision_config)
         self.drop_cls = config.drop_cls_token and patches is not None and probe.shape[1] == patches + 1
         self.num_tokens = probe.shape[1] - int(self.drop_cls)
+        # Patch tokens in raster order: token i is cell i of a grid x grid map (None when they are not).
+        self.grid = math.isqrt(patches) if patches is not None and self.num_tokens == patches else None
         self.description = f"{source} (layer {self.feature_layer}, {self.num_tokens} tokens x {self.hidden_size})"
 
     @staticmethod

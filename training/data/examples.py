@@ -9,7 +9,7 @@ Modality dropout removes media parts before encoding, so dropped items leave no 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from assistant.media import Frame
 from assistant.model import IGNORE_INDEX
 from assistant.messages import Message, validate_messages
 from assistant.processor import PromptBuilder
-from training.data.rows import BadRow, Row
+from training.data.rows import BadRow, Region, Row
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     frames: list[Frame]  # in order of appearance, one per image / video frame
+    regions: list[tuple[int, Region]] = field(default_factory=list)  # (index into ``frames``, region)
 
 
 def parse_messages(assistant: Assistant, messages: list[dict[str, Any]]) -> list[Message]:
@@ -58,6 +59,16 @@ def encode_conversation(builder: PromptBuilder, parsed: list[Message]) -> Exampl
             raise BadRow("template_not_prefix_stable", f"the chat template renders turn {index} differently in context")
         labels[len(prompt) : len(through)] = through[len(prompt) :]
     return Example(full.input_ids, labels, [span.frame for span in full.spans])
+
+
+def frame_regions(parsed: list[Message], regions: list[Region]) -> list[tuple[int, Region]]:
+    """Each region paired with the frames of the picture it describes (every frame, for a video)."""
+    spans, start = [], 0
+    for message in parsed:
+        for item in message.media:
+            spans.append(range(start, start + len(item.frames)))
+            start += len(item.frames)
+    return [(frame, region) for region in regions if region.image < len(spans) for frame in spans[region.image]]
 
 
 def drop_media(messages: list[dict[str, Any]], probability: float, rng: random.Random) -> list[dict[str, Any]]:
@@ -109,8 +120,13 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Example:
         epoch, index = key
         rng = random.Random(f"{self.seed}:{epoch}:{index}")
-        messages = drop_media(self.rows[index].messages, self.modality_dropout, rng)
-        return encode_conversation(self.builder, parse_messages(self.assistant, messages))
+        row = self.rows[index]
+        messages = drop_media(row.messages, self.modality_dropout, rng)
+        parsed = parse_messages(self.assistant, messages)
+        example = encode_conversation(self.builder, parsed)
+        if row.regions and sum(len(message.media) for message in parsed) == row.media_count:  # none was dropped
+            example.regions = frame_regions(parsed, row.regions)
+        return example
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
@@ -126,4 +142,11 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         attention_mask[row, :length] = 1
     frames = [frame for example in examples for frame in example.frames]
     frames_per_row = [len(example.frames) for example in examples]
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames, "frames_per_row": frames_per_row}
+    regions, offset = [], 0  # (index into ``frames``, region) for the whole batch
+    for example in examples:
+        regions += [(offset + frame, region) for frame, region in example.regions]
+        offset += len(example.frames)
+    return {
+        "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames,
+        "frames_per_row": frames_per_row, "regions": regions,
+    }

@@ -5,6 +5,14 @@ resolved under the data root. A row that cannot be trained on is skipped and cou
 ``malformed_row``, ``missing_file``, ``unreadable_media``, ``placeholder_mismatch``, ``path_escape``,
 ``empty_assistant_turn``, ``no_assistant_turn``, ``too_long``. This module opens media to check them
 but knows nothing about models.
+
+A row may also name what is where in its pictures (grounded data, as in RefCOCO or GRIT), used by
+the lexical ``align`` objective (``training.grounding``)::
+
+    "regions": [{"image": 0, "box": [x0, y0, x1, y1], "text": "large red circle left"}, ...]
+
+``image`` is the index of the picture among the row's pictures (default 0), ``box`` its corners as
+fractions of the picture's width and height, ``text`` the words that describe it.
 """
 
 from __future__ import annotations
@@ -30,11 +38,25 @@ class BadRow(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Region:
+    """A described box in one of a row's pictures; ``box`` is (x0, y0, x1, y1) as fractions of the picture."""
+
+    image: int
+    box: tuple[float, float, float, float]
+    text: str
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+
+
 @dataclass
 class Row:
     id: str
     messages: list[dict[str, Any]]
     question_type: str | None = None
+    regions: list[Region] = field(default_factory=list)
 
     @property
     def media_count(self) -> int:
@@ -170,6 +192,32 @@ def _from_messages(record: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     return resolved
 
 
+def parse_regions(value: Any, media_count: int) -> list[Region]:
+    """The row's ``regions`` list, or ``BadRow`` naming what is wrong with it."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRow("malformed_row", f"'regions' must be a list, got {type(value).__name__}")
+    regions = []
+    for number, item in enumerate(value):
+        where = f"regions[{number}]"
+        if not isinstance(item, dict):
+            raise BadRow("malformed_row", f"{where} must be an object with 'box' and 'text'")
+        image, box, text = item.get("image", 0), item.get("box"), item.get("text")
+        if not isinstance(image, int) or isinstance(image, bool) or not 0 <= image < media_count:
+            raise BadRow("malformed_row", f"{where}: image {image!r} is not one of the row's {media_count} pictures")
+        if (
+            not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1)
+        ):
+            raise BadRow("malformed_row", f"{where}: box {box!r} must be [x0, y0, x1, y1] fractions with x0 < x1, y0 < y1")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRow("malformed_row", f"{where}: 'text' must be a non-empty string")
+        regions.append(Region(image, (float(box[0]), float(box[1]), float(box[2]), float(box[3])), text.strip()))
+    return regions
+
+
 def parse_row(record: Any, fallback_id: str, root: Path) -> Row:
     """One record -> a ``Row`` with resolved media paths, or ``BadRow``."""
     if isinstance(record, BadRow):
@@ -183,7 +231,9 @@ def parse_row(record: Any, fallback_id: str, root: Path) -> Row:
     for message in assistant_turns:
         if not message_text(message.get("content") or "").strip():
             raise BadRow("empty_assistant_turn", "an assistant turn is empty")
-    return Row(str(record.get("id", fallback_id)), messages, record.get("question_type"))
+    row = Row(str(record.get("id", fallback_id)), messages, record.get("question_type"))
+    row.regions = parse_regions(record.get("regions"), row.media_count)
+    return row
 
 
 def load_rows(path: str | Path, data_root: str | Path | None = None) -> tuple[list[Row], RowReport]:

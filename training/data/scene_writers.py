@@ -8,6 +8,9 @@
   question}]}, {"role": "assistant", "content": [{"type": "text", "text": answer}]}, ...],
   "question_type"}`` with the images in the first user turn.
 
+Both carry ``regions`` when the sample has them: each object's box (fractions of the picture) and
+its words, for grounded alignment (``training.data.rows``, ``training.grounding``).
+
 Image paths are kept exactly as given (relative to the data root). Files are streamed: JSONL one
 row a line, LLaVA JSON as one array written row by row. This module knows nothing about scenes.
 """
@@ -34,6 +37,11 @@ class Sample:
     images: tuple[str, ...]  # paths relative to the data root
     turns: tuple[QA, ...]
     question_type: str
+    regions: tuple[dict[str, Any], ...] = ()  # {"image", "box", "text"} per object (``training.data.rows``)
+
+
+def _with_regions(row: dict[str, Any], sample: Sample) -> dict[str, Any]:
+    return {**row, "regions": list(sample.regions)} if sample.regions else row
 
 
 def llava_row(sample: Sample) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def llava_row(sample: Sample) -> dict[str, Any]:
         conversations.append({"from": "human", "value": prefix + turn.question})
         conversations.append({"from": "gpt", "value": turn.answer})
     image: str | list[str] = sample.images[0] if len(sample.images) == 1 else list(sample.images)
-    return {"id": sample.id, "image": image, "conversations": conversations, "question_type": sample.question_type}
+    return _with_regions({"id": sample.id, "image": image, "conversations": conversations, "question_type": sample.question_type}, sample)
 
 
 def messages_row(sample: Sample) -> dict[str, Any]:
@@ -54,7 +62,7 @@ def messages_row(sample: Sample) -> dict[str, Any]:
         images = [{"type": "image", "image": path} for path in sample.images] if index == 0 else []
         messages.append({"role": "user", "content": [*images, {"type": "text", "text": turn.question}]})
         messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.answer}]})
-    return {"id": sample.id, "messages": messages, "question_type": sample.question_type}
+    return _with_regions({"id": sample.id, "messages": messages, "question_type": sample.question_type}, sample)
 
 
 class RowFile:

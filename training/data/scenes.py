@@ -98,23 +98,33 @@ def scene_record(scene: Scene, seed: int, image: str) -> dict[str, Any]:
     return {"image": image, "seed": seed, "background": list(scene.background), "objects": objects}
 
 
+def scene_regions(scene: Scene, image: int = 0) -> tuple[dict[str, Any], ...]:
+    """Each object's box (fractions of the canvas) and words, "large red circle left", for picture ``image``."""
+    side = scene.canvas_size
+    return tuple(
+        {"image": image, "box": [round(v / side, 4) for v in obj.bbox], "text": f"{obj.size} {obj.colour} {obj.shape} {obj.position}"}
+        for obj in scene.objects
+    )
+
+
 def scene_samples(scene: Scene, rng: random.Random, name: str, image: str, pack: bool = False) -> list[Sample]:
     """The single-image rows of one scene: one per supported question type plus a dialogue.
 
     With ``pack``, the per-type questions (two draws, duplicates removed) become one shuffled
     dialogue instead, so training pays for the image's tokens once per scene.
     """
+    regions = scene_regions(scene)
     if pack:
         unique = {qa.question: qa for qa in questions(scene, rng) + questions(scene, rng)}
         captions = [qa for qa in unique.values() if qa.question_type == "caption"]
         packed = [qa for qa in unique.values() if qa.question_type != "caption"] + captions[:1]
         rng.shuffle(packed)
         return [
-            Sample(f"{name}_packed", (image,), tuple(packed), "multi_turn"),
-            Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn"),
+            Sample(f"{name}_packed", (image,), tuple(packed), "multi_turn", regions),
+            Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn", regions),
         ]
-    samples = [Sample(f"{name}_{qa.question_type}", (image,), (qa,), qa.question_type) for qa in questions(scene, rng)]
-    samples.append(Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn"))
+    samples = [Sample(f"{name}_{qa.question_type}", (image,), (qa,), qa.question_type, regions) for qa in questions(scene, rng)]
+    samples.append(Sample(f"{name}_multi_turn", (image,), tuple(dialogue(scene, rng)), "multi_turn", regions))
     return samples
 
 
@@ -143,7 +153,10 @@ def build_split(root: Path, split: str, config: DatasetConfig) -> dict[str, Any]
                     asks = 3 if config.pack_questions and split == "train" else 1
                     unique = {qa.question: qa for qa in (comparison(pair[0][0], pair[1][0], rng) for _ in range(asks)) if qa}
                     if unique:
-                        samples.append(Sample(f"{name}_comparison", (pair[0][1], pair[1][1]), tuple(unique.values()), "comparison"))
+                        regions = scene_regions(pair[0][0], 0) + scene_regions(pair[1][0], 1)
+                        samples.append(
+                            Sample(f"{name}_comparison", (pair[0][1], pair[1][1]), tuple(unique.values()), "comparison", regions)
+                        )
                 previous = (scene, image)
                 for sample in samples:
                     counts[sample.question_type] += 1
