@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 
+from assistant.config import ConnectorConfig
 from assistant.errors import AssistantError
 from assistant.model import IGNORE_INDEX
 from training.config import load_train_config
-from training.grounding import answer_words, lexical_alignment_loss, rescale_output, single_picture_words
+from training.data.examples import Example, collate, frame_regions
+from training.data.rows import BadRow, Region, parse_regions
+from training.grounding import (
+    answer_words, grid_cell, grounded_alignment_loss, lexical_alignment_loss, rescale_output, single_picture_words,
+)
 from training.trainer import Trainer
 
 from tests.test_training import scene_data, train, write_config  # noqa: F401  (fixture and helpers)
@@ -111,3 +117,124 @@ def test_lexical_align_stage_trains_the_connector_without_running_the_llm(tmp_pa
         rms = saved.model.connect("image", frames).float().pow(2).mean().sqrt()
     target = saved.model.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt()
     torch.testing.assert_close(rms, target, rtol=0.3, atol=0)
+
+
+# --- grounded rows: one token per described box -------------------------------------------------
+
+
+def test_grid_cell_is_the_raster_index_of_the_centre():
+    assert grid_cell((0.0, 0.0), 7) == 0
+    assert grid_cell((0.5, 0.5), 7) == 24  # row 3, column 3
+    assert grid_cell((0.99, 0.01), 7) == 6  # top-right
+    assert grid_cell((0.01, 0.99), 7) == 42  # bottom-left
+    assert grid_cell((1.0, 1.0), 7) == 48  # the far edge belongs to the last cell
+
+
+def test_grounded_loss_on_a_grid_is_the_centre_cells_words_plus_background():
+    # 2x2 grid; the box centred at (0.75, 0.25) is cell 1 and says words {0, 1}; the background word is 3.
+    # Token 1 points at word 0, the other tokens at word 3; candidates are {0, 1, 3} (no negatives).
+    tokens = torch.stack([2 * EMBEDDINGS[3], 2 * EMBEDDINGS[0], 2 * EMBEDDINGS[3], 2 * EMBEDDINGS[3]])[None]
+    got = grounded_alignment_loss(tokens, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=2)
+    z = math.e**2 + 2
+    object_term = -(math.log(math.e**2 / z) + math.log(1 / z)) / 2
+    background_term = -math.log(math.e**2 / z)
+    assert math.isclose(float(got), object_term + background_term, rel_tol=1e-6)
+    # The same box on the wrong cell costs more.
+    moved = grounded_alignment_loss(tokens, [(0, [0, 1], (0.25, 0.75))], [3], EMBEDDINGS, 0, 1.0, grid=2)
+    assert moved > got
+
+
+def test_matching_picks_the_token_that_fits_and_ignores_token_order():
+    tokens = torch.stack([2 * EMBEDDINGS[3], 2 * EMBEDDINGS[3], 2 * EMBEDDINGS[0], 2 * EMBEDDINGS[1]])[None]
+    regions = [(0, [1], (0.1, 0.1)), (0, [0], (0.9, 0.9))]  # centres do not matter without a grid
+    matched = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=None)
+    # The best one-to-one assignment is token 3 -> words [1], token 2 -> words [0]: the grid loss with
+    # the boxes placed on those cells.
+    placed = grounded_alignment_loss(tokens, [(0, [1], (0.75, 0.75)), (0, [0], (0.25, 0.75))], [3], EMBEDDINGS, 0, 1.0, grid=2)
+    torch.testing.assert_close(matched, placed)
+    shuffled = tokens[:, [2, 0, 3, 1]]
+    torch.testing.assert_close(grounded_alignment_loss(shuffled, regions, [3], EMBEDDINGS, 0, 1.0, grid=None), matched)
+
+
+def test_grounded_loss_only_counts_named_frames_and_trains_the_tokens():
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 4, 4, requires_grad=True)
+    regions = [(2, [0], (0.2, 0.2))]
+    loss = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=2)
+    loss.backward()
+    assert tokens.grad[:2].abs().sum() == 0 and tokens.grad[2].abs().sum() > 0
+    assert grounded_alignment_loss(tokens, [], [3], EMBEDDINGS, 0, 1.0, grid=2) is None
+
+
+@pytest.mark.parametrize(
+    ("regions", "background", "grid", "message"),
+    [
+        ([(0, [0], (0.5, 0.5))], [3], 3, "does not have 4 tokens"),
+        ([(5, [0], (0.5, 0.5))], [3], 2, "outside the batch's 1 frames"),
+        ([(0, [0], (0.5, 0.5))], [], 2, "background word"),
+    ],
+)
+def test_grounded_loss_refuses_inconsistent_input(regions, background, grid, message):
+    with pytest.raises(ValueError, match=message):
+        grounded_alignment_loss(torch.zeros(1, 4, 4), regions, background, EMBEDDINGS, 0, 1.0, grid=grid)
+
+
+def test_rows_parse_regions_and_name_what_is_wrong():
+    good = [{"image": 1, "box": [0, 0.25, 0.5, 1], "text": " large red circle left "}, {"box": [0.1, 0.1, 0.2, 0.2], "text": "x"}]
+    parsed = parse_regions(good, media_count=2)
+    assert parsed[0] == Region(1, (0.0, 0.25, 0.5, 1.0), "large red circle left") and parsed[1].image == 0
+    assert parsed[0].centre == (0.25, 0.625)
+    assert parse_regions(None, 0) == []
+    bad = {
+        "not a list": ({"box": [0, 0, 1, 1]}, "must be a list"),
+        "item not an object": (["box"], "must be an object"),
+        "image out of range": ([{"image": 2, "box": [0, 0, 1, 1], "text": "a"}], "not one of the row's 2 pictures"),
+        "image a bool": ([{"image": True, "box": [0, 0, 1, 1], "text": "a"}], "not one of"),
+        "box inverted": ([{"box": [0.5, 0, 0.2, 1], "text": "a"}], "x0 < x1"),
+        "box in pixels": ([{"box": [0, 0, 224, 224], "text": "a"}], "fractions"),
+        "box short": ([{"box": [0, 0, 1], "text": "a"}], "fractions"),
+        "box strings": ([{"box": ["0", 0, 1, 1], "text": "a"}], "fractions"),
+        "empty text": ([{"box": [0, 0, 1, 1], "text": "  "}], "non-empty"),
+    }
+    for case, (value, message) in bad.items():
+        with pytest.raises(BadRow, match=message) as caught:
+            parse_regions(value, media_count=2)
+        assert caught.value.reason == "malformed_row", case
+
+
+def test_regions_follow_their_picture_through_frames_and_batches():
+    picture = SimpleNamespace(frames=["f"])
+    video = SimpleNamespace(frames=["f0", "f1", "f2"])
+    parsed = [SimpleNamespace(media=[video]), SimpleNamespace(media=[]), SimpleNamespace(media=[picture])]
+    first, second = Region(0, (0, 0, 1, 1), "a"), Region(1, (0, 0, 1, 1), "b")
+    assert frame_regions(parsed, [first, second]) == [(0, first), (1, first), (2, first), (3, second)]
+    examples = [Example([1, 2], [1, 2], ["x", "y"], [(1, first)]), Example([1], [1], [], []), Example([3], [3], ["z"], [(0, second)])]
+    batch = collate(examples, pad_id=0)
+    assert batch["regions"] == [(1, first), (2, second)] and batch["frames_per_row"] == [2, 0, 1]
+
+
+def test_grounded_rows_reach_the_align_stage_on_both_connector_kinds(tmp_path, tiny_paths, scene_data, monkeypatch):  # noqa: F811
+    seen = []
+    real = grounded_alignment_loss
+
+    def spy(tokens, regions, *args, **kwargs):
+        seen.append((tokens.shape, len(regions), args[-1] if args else kwargs["grid"]))
+        return real(tokens, regions, *args, **kwargs)
+
+    monkeypatch.setattr("training.trainer.grounded_alignment_loss", spy)
+    for kind in ("mlp", "resampler"):
+        seen.clear()
+        config = write_config(
+            tmp_path / kind, tiny_paths, scene_data, stage="align", align={"objective": "lexical", "negatives": 16},
+            optim={"max_steps": 3, "batch_size": 4, "learning_rate": 1e-2},
+        )
+        train_config = load_train_config(["--config", str(config)])
+        train_config.model.modalities["image"].connector = ConnectorConfig(kind=kind, num_latents=6, depth=1, num_heads=4)
+        trainer = Trainer(train_config)
+        trainer.train()
+        encoder_grid = trainer.model.encoders["image"].grid
+        assert len(seen) == 3 and all(count > 0 for _, count, _ in seen)
+        if kind == "mlp":
+            assert encoder_grid and all(grid == encoder_grid and shape[1] == grid * grid for shape, _, grid in seen)
+        else:
+            assert all(grid is None for _, _, grid in seen)

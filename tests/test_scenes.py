@@ -221,6 +221,15 @@ def test_same_seed_gives_identical_bytes_and_rows(tmp_path: Path) -> None:
     assert scene_png(scene) == scene_png(generate_scene(random.Random(11)))
 
 
+def check_regions(pictures: list[Scene], regions: list[dict]) -> None:
+    """One region per object of every picture, with its box (fractions) and "size colour shape position"."""
+    expected = Counter(
+        (index, tuple(round(v / 224, 4) for v in o.bbox), f"{o.size} {o.colour} {o.shape} {o.position}")
+        for index, scene in enumerate(pictures) for o in scene.objects
+    )
+    assert Counter((r["image"], tuple(r["box"]), r["text"]) for r in regions) == expected
+
+
 def load_scenes(root: Path, split: str) -> dict[str, Scene]:
     found = {}
     for line in (root / f"{split}_scenes.jsonl").read_text().splitlines():
@@ -260,6 +269,8 @@ def test_writers_produce_consistent_rows_with_relative_existing_images(tmp_path:
             assert [p["image"] for p in image_parts] == images == [p["image"] for p in messages[0]["content"][:-1]]
             turns = [(messages[i]["content"][-1]["text"], messages[i + 1]["content"][0]["text"]) for i in range(0, len(messages), 2)]
             assert turns == [(c["value"].replace("<image>\n", ""), a["value"]) for c, a in zip(conversations[::2], conversations[1::2])]
+            assert m_row["regions"] == l_row["regions"]
+            check_regions([records[path] for path in images], m_row["regions"])
             if l_row["question_type"] == "comparison":
                 check_comparison(records[images[0]], records[images[1]], *turns[0])
             else:
