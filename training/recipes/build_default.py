@@ -9,7 +9,8 @@
    mixed with text-only rows the base LLM answered itself (``training.data.text_rows``), so LoRA
    learns the new domain without rewriting the LLM's plain-text answers,
 4. evaluate on the held-out test split (``training.evaluate``),
-5. with ``--install``, copy the adapter into ``assistant/default_adapter`` with a model card.
+5. with ``--install``, copy the adapter into ``assistant/default_adapter`` with a model card
+   (``--install-only`` does this for a run already finished in ``--out``).
 
 Flags override the connector and the budget, so the same command measures connector choices.
 """
@@ -105,9 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
     parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
     parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
+    parser.add_argument(
+        "--install-only", action="store_true", help="install the finished run in --out (its build_summary.json) without training"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
+    if args.install_only:
+        summary_path = out / "build_summary.json"
+        if not summary_path.is_file():
+            parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
+        install(json.loads(summary_path.read_text()), args)
+        return 0
     data = out / "data"
     started = time.perf_counter()
     if not (data / "summary.json").is_file():
@@ -136,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"train_wall_time_min": round(train_minutes, 1), "align": align, "instruct": instruct, "test": report}
     (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
-        if SHIPPED.exists():
-            shutil.rmtree(SHIPPED)
-        shutil.copytree(instruct["adapter"], SHIPPED)
-        (SHIPPED / "MODEL_CARD.md").write_text(model_card(summary, args))
-        logger.info("installed the adapter into %s", SHIPPED)
+        install(summary, args)
     return 0
+
+
+def install(summary: dict, args: argparse.Namespace) -> None:
+    """Copy the run's instruct adapter into ``assistant/default_adapter`` with its model card."""
+    if SHIPPED.exists():
+        shutil.rmtree(SHIPPED)
+    shutil.copytree(summary["instruct"]["adapter"], SHIPPED)
+    (SHIPPED / "MODEL_CARD.md").write_text(model_card(summary, args))
+    logger.info("installed the adapter into %s", SHIPPED)
 
 
 if __name__ == "__main__":
