@@ -71,6 +71,8 @@ def model_card(summary: dict, args: argparse.Namespace) -> str:
     """A short card: what the adapter was trained on, what it can and cannot see, its scores."""
     from training.evaluate import format_table
 
+    by_type = sorted(summary["test"]["accuracy_by_type"].items(), key=lambda item: item[1])
+    weakest = " and ".join(f"{name} questions ({accuracy:.0%})" for name, accuracy in by_type[:2])
     return f"""# Built-in default adapter
 
 EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens) -> `{args.connector}` connector with a 2-D position
@@ -84,9 +86,10 @@ triangles and stars in 8 colours and 2 sizes, at left/right/top/bottom/center, o
 backgrounds; questions about colour, shape, count, position, existence, captions, short dialogues
 and two-image comparisons; plus {args.text_repeats} copies of 120 general text prompts answered by the base LLM.
 
-**It can** answer those question types about pictures of that kind. **It cannot** see anything else:
-photographs, text in images, other shapes or layouts are outside what it was trained on, and its
-answers about them are guesses. Not for any decision that matters.
+**It can** answer those question types about pictures of that kind, about as often as the table
+below says; it is least reliable on {weakest}. **It cannot** see anything else: photographs, text in
+images, other shapes or layouts are outside what it was trained on, and its answers about them are
+guesses. Not for any decision that matters.
 
 **Scores** on {args.test_scenes} held-out test scenes (`python -m training.evaluate`):
 
