@@ -188,7 +188,7 @@ def test_rows_parse_regions_and_name_what_is_wrong():
     bad = {
         "not a list": ({"box": [0, 0, 1, 1]}, "must be a list"),
         "item not an object": (["box"], "must be an object"),
-        "image out of range": ([{"image": 2, "box": [0, 0, 1, 1], "text": "a"}], "not one of the row's 2 pictures"),
+        "image out of range": ([{"image": 2, "box": [0, 0, 1, 1], "text": "a"}], "not one of the row's 2 media items"),
         "image a bool": ([{"image": True, "box": [0, 0, 1, 1], "text": "a"}], "not one of"),
         "box inverted": ([{"box": [0.5, 0, 0.2, 1], "text": "a"}], "x0 < x1"),
         "box in pixels": ([{"box": [0, 0, 224, 224], "text": "a"}], "fractions"),
@@ -222,19 +222,22 @@ def test_grounded_rows_reach_the_align_stage_on_both_connector_kinds(tmp_path, t
         return real(tokens, regions, *args, **kwargs)
 
     monkeypatch.setattr("training.trainer.grounded_alignment_loss", spy)
-    for kind in ("mlp", "resampler"):
+    # SigLIP resizes the whole picture: the mlp keeps its grid. CLIP centre-crops: cells do not cover the
+    # picture, so boxes are matched instead, as for the resampler.
+    for kind, vision, uses_grid in (("mlp", "siglip", True), ("mlp", "clip", False), ("resampler", "siglip", False)):
         seen.clear()
         config = write_config(
-            tmp_path / kind, tiny_paths, scene_data, stage="align", align={"objective": "lexical", "negatives": 16},
+            tmp_path / f"{kind}_{vision}", tiny_paths, scene_data, stage="align", align={"objective": "lexical", "negatives": 16},
             optim={"max_steps": 3, "batch_size": 4, "learning_rate": 1e-2},
         )
         train_config = load_train_config(["--config", str(config)])
+        train_config.model.modalities["image"].encoder.model = tiny_paths[vision]
         train_config.model.modalities["image"].connector = ConnectorConfig(kind=kind, num_latents=6, depth=1, num_heads=4)
         trainer = Trainer(train_config)
         trainer.train()
         encoder_grid = trainer.model.encoders["image"].grid
-        assert len(seen) == 3 and all(count > 0 for _, count, _ in seen)
-        if kind == "mlp":
+        assert len(seen) == 3 and all(count > 0 for _, count, _ in seen), (kind, vision)
+        if uses_grid:
             assert encoder_grid and all(grid == encoder_grid and shape[1] == grid * grid for shape, _, grid in seen)
         else:
-            assert all(grid is None for _, _, grid in seen)
+            assert all(grid is None for _, _, grid in seen), (kind, vision)

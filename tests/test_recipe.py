@@ -27,3 +27,34 @@ def test_recipe_stages_load_as_training_configs():
     assert instruct.stage == "instruct" and instruct.model.llm.lora.r > 0
     # The connector moves far slower than LoRA in instruct: at a high rate it collapsed to one token.
     assert instruct.optim.connector_learning_rate < instruct.optim.learning_rate / 10
+
+
+def test_install_only_uses_the_runs_own_settings_and_keeps_the_shipped_adapter_on_failure(tmp_path, monkeypatch):
+    import pytest
+
+    from training.recipes import build_default
+
+    shipped = tmp_path / "assistant" / "default_adapter"
+    shipped.mkdir(parents=True)
+    (shipped / "assistant_config.json").write_text("{}")
+    monkeypatch.setattr(build_default, "SHIPPED", shipped)
+    run = tmp_path / "run"
+    test = {"accuracy_by_type": {"count": 0.5, "colour": 0.9, "shape": 0.8}}
+    summary = {
+        "train_wall_time_min": 20.0, "align": {"steps": 3}, "instruct": {"steps": 4}, "test": test,
+        "args": {"train_scenes": 7, "test_scenes": 2, "connector": "resampler", "num_latents": 16, "text_repeats": 1},
+    }
+    run.mkdir()
+    (run / "build_summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit, match="holds no adapter"):  # the run has no adapter yet
+        build_default.main(["--out", str(run), "--install-only"])
+    assert (shipped / "assistant_config.json").read_text() == "{}"
+
+    adapter = run / "instruct" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "assistant_config.json").write_text('{"new": true}')
+    monkeypatch.setattr("training.evaluate.format_table", lambda report: "| table |")
+    build_default.main(["--out", str(run), "--install-only"])  # no --connector given: the run's own is named
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert (shipped / "assistant_config.json").read_text() == '{"new": true}'
+    assert "`resampler` connector" in card and "7 synthetic scenes" in card and "count questions (50%)" in card

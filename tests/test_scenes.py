@@ -224,7 +224,7 @@ def test_same_seed_gives_identical_bytes_and_rows(tmp_path: Path) -> None:
 def check_regions(pictures: list[Scene], regions: list[dict]) -> None:
     """One region per object of every picture, with its box (fractions) and "size colour shape position"."""
     expected = Counter(
-        (index, tuple(round(v / 224, 4) for v in o.bbox), f"{o.size} {o.colour} {o.shape} {o.position}")
+        (index, tuple(round(v / scene.canvas_size, 4) for v in o.bbox), f"{o.size} {o.colour} {o.shape} {o.position}")
         for index, scene in enumerate(pictures) for o in scene.objects
     )
     assert Counter((r["image"], tuple(r["box"]), r["text"]) for r in regions) == expected

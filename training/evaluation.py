@@ -13,7 +13,7 @@ import torch
 
 from assistant import Assistant
 from assistant.processor import PromptBuilder
-from training.data.examples import collate, encode_conversation, parse_messages
+from training.data.examples import collate, encode_row
 from training.data.rows import Row, message_text
 from training.metrics import METRICS
 
@@ -37,7 +37,7 @@ def evaluate(
     pad_id = assistant.tokenizer.pad_token_id if assistant.tokenizer.pad_token_id is not None else assistant.tokenizer.eos_token_id
     losses, weights = [], []
     for start in range(0, len(rows), batch_size):
-        examples = [encode_conversation(builder, parse_messages(assistant, r.messages)) for r in rows[start : start + batch_size]]
+        examples = [encode_row(assistant, builder, row) for row in rows[start : start + batch_size]]
         batch = collate(examples, pad_id)
         losses.append(float(loss_fn(assistant.model, batch)))
         weights.append(int((batch["labels"] != -100).sum()))

@@ -21,7 +21,8 @@ run leans on the pictures (README, "The built-in default adapter").
 
 Grounded rows (``regions``: a box and its words, ``training.data.rows``) get a sharper target,
 ``grounded_alignment_loss``: one token per described box must predict that box's words
-("large red circle left") and every other token the background word. Which token: for a connector
+("large red circle left") and every other token the background word (boxes whose centres share a
+grid cell share its token; with more boxes than tokens, matching leaves the extra boxes out). Which token: for a connector
 that keeps the encoder's grid (``mlp``) the one whose cell holds the box's centre; for one that does
 not (``resampler``) the token that fits the box best, by a one-to-one (Hungarian) matching, as
 DETR assigns its queries. A picture then reaches the LLM as a few word-like tokens, one per object,
@@ -126,14 +127,20 @@ def grounded_alignment_loss(
     """
     if not regions:
         return None
+    with torch.autocast(tokens.device.type, enabled=False):  # the log-softmax over candidates in float32
+        return _grounded_loss(tokens.float(), regions, background, embeddings.float(), negatives, logit_scale, grid)
+
+
+def _grounded_loss(tokens, regions, background, embeddings, negatives, logit_scale, grid) -> torch.Tensor:
     frames, per_frame = tokens.shape[0], tokens.shape[1]
     if grid is not None and grid * grid != per_frame:
         raise ValueError(f"a {grid}x{grid} grid does not have {per_frame} tokens")
     if not background:
-        raise ValueError("grounded alignment needs at least one background word id")
+        raise ValueError("grounded alignment needs at least one background word id (align.background tokenised to nothing)")
     named = sorted({frame for frame, _, _ in regions})
-    if named[0] < 0 or named[-1] >= frames:
-        raise ValueError(f"region frame indices {named[0]}..{named[-1]} are outside the batch's {frames} frames")
+    outside = [frame for frame in named if not 0 <= frame < frames]
+    if outside:
+        raise ValueError(f"region frame indices {outside} are outside the batch's {frames} frames")
     embeddings = embeddings.detach()
     sampled = torch.randint(0, embeddings.shape[0], (negatives,), device=embeddings.device)
     words = [torch.tensor(list(ids), dtype=torch.long, device=tokens.device) for _, ids, _ in regions]
@@ -155,7 +162,7 @@ def grounded_alignment_loss(
             with torch.no_grad():
                 background_cost = -log_probs[f][:, torch.searchsorted(candidates, background_ids)].mean(-1)  # (N,)
                 cost = torch.stack([-log_probs[f][:, columns[index]].mean(-1) for index in members], dim=1)
-                chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).cpu().numpy())
+                chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).float().cpu().numpy())
             pairs = [(int(token), members[int(k)]) for token, k in zip(chosen_tokens, chosen)]
         for token, index in pairs:
             targets[f, token, columns[index]] += 1.0

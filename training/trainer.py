@@ -124,6 +124,7 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self.media_rms = 0.0  # RMS of the last lexical-alignment batch's media tokens (``_rescale_connector``)
         self._word_cache: dict[str, list[int]] = {}
+        self._grid_logged = False
 
     @property
     def _lexical(self) -> bool:
@@ -138,15 +139,22 @@ class Trainer:
             special = set(self.assistant.tokenizer.all_special_ids)
             ids = self.assistant.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
             self._word_cache[text] = [i for i in ids if i not in special]
+            if not self._word_cache[text]:
+                logger.warning("region text %r has no non-special tokens; its regions are left out", text)
         return self._word_cache[text]
 
     def _token_grid(self) -> int | None:
         """The side of the image connector's token grid when its token i is encoder cell i, else None."""
         connector, encoder = self.model.connectors["image"], self.model.encoders["image"]
         grid = getattr(encoder, "grid", None)
-        if getattr(connector, "keeps_grid", False) and grid and grid * grid == self.model.tokens_per_frame()["image"]:
-            return grid
-        return None
+        kept = getattr(connector, "keeps_grid", False) and grid and grid * grid == self.model.tokens_per_frame()["image"]
+        if not self._grid_logged:
+            self._grid_logged = True
+            logger.info(
+                "grounded rows: %s", f"the token of each box's centre cell ({grid}x{grid} grid)" if kept
+                else "boxes matched to tokens one to one (the connector does not keep the encoder's grid)",
+            )
+        return grid if kept else None
 
     # ------------------------------------------------------------------ data
 
@@ -216,13 +224,14 @@ class Trainer:
         if media:
             self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())
             regions = [(frame, self._word_ids(region.text), region.centre) for frame, region in batch["regions"]]
+            regions = [region for region in regions if region[1]]  # text that tokenised to nothing: warned once
             grounded = grounded_alignment_loss(
-                media["image"].view(-1, per_frame, media["image"].shape[-1]), [r for r in regions if r[1]],
+                media["image"].view(-1, per_frame, media["image"].shape[-1]), regions,
                 self._word_ids(align.background), embeddings, align.negatives, align.logit_scale, self._token_grid(),
             )
             # Rows with regions are taught by them alone; the others by their answer words.
             starts = torch.tensor([0, *batch["frames_per_row"]]).cumsum(0).tolist()
-            named = {frame for frame, _ in batch["regions"]}
+            named = {frame for frame, _, _ in regions}
             words = single_picture_words(
                 answer_words(batch["labels"].to(device), self.assistant.tokenizer.all_special_ids), batch["frames_per_row"]
             )

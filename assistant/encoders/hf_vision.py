@@ -52,8 +52,10 @@ class HFVisionEncoder(MediaEncoder):
         patches = self._num_patches(vision_config)
         self.drop_cls = config.drop_cls_token and patches is not None and probe.shape[1] == patches + 1
         self.num_tokens = probe.shape[1] - int(self.drop_cls)
-        # Patch tokens in raster order: token i is cell i of a grid x grid map (None when they are not).
-        self.grid = math.isqrt(patches) if patches is not None and self.num_tokens == patches else None
+        # Patch tokens in raster order: token i is cell i of a grid x grid map of the whole picture (None
+        # when they are not, or when the processor centre-crops, so cells do not cover the whole picture).
+        crops = bool(getattr(self.processor, "do_center_crop", False))
+        self.grid = math.isqrt(patches) if patches is not None and self.num_tokens == patches and not crops else None
         self.description = f"{source} (layer {self.feature_layer}, {self.num_tokens} tokens x {self.hidden_size})"
 
     @staticmethod

@@ -121,12 +121,17 @@ class ConversationDataset(torch.utils.data.Dataset):
         epoch, index = key
         rng = random.Random(f"{self.seed}:{epoch}:{index}")
         row = self.rows[index]
-        messages = drop_media(row.messages, self.modality_dropout, rng)
-        parsed = parse_messages(self.assistant, messages)
-        example = encode_conversation(self.builder, parsed)
-        if row.regions and sum(len(message.media) for message in parsed) == row.media_count:  # none was dropped
-            example.regions = frame_regions(parsed, row.regions)
-        return example
+        return encode_row(self.assistant, self.builder, row, drop_media(row.messages, self.modality_dropout, rng))
+
+
+def encode_row(assistant: Assistant, builder: PromptBuilder, row: Row, messages: list[dict[str, Any]] | None = None) -> Example:
+    """``row`` (or ``messages``, the row after modality dropout) as an ``Example``; the row's regions
+    are attached only when none of its media was dropped, since their indices name the row's media."""
+    parsed = parse_messages(assistant, row.messages if messages is None else messages)
+    example = encode_conversation(builder, parsed)
+    if row.regions and sum(len(message.media) for message in parsed) == row.media_count:
+        example.regions = frame_regions(parsed, row.regions)
+    return example
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:

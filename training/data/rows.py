@@ -11,7 +11,7 @@ the lexical ``align`` objective (``training.grounding``)::
 
     "regions": [{"image": 0, "box": [x0, y0, x1, y1], "text": "large red circle left"}, ...]
 
-``image`` is the index of the picture among the row's pictures (default 0), ``box`` its corners as
+``image`` is the index of the media item among the row's media, in order (default 0), ``box`` its corners as
 fractions of the picture's width and height, ``text`` the words that describe it.
 """
 
@@ -205,7 +205,7 @@ def parse_regions(value: Any, media_count: int) -> list[Region]:
             raise BadRow("malformed_row", f"{where} must be an object with 'box' and 'text'")
         image, box, text = item.get("image", 0), item.get("box"), item.get("text")
         if not isinstance(image, int) or isinstance(image, bool) or not 0 <= image < media_count:
-            raise BadRow("malformed_row", f"{where}: image {image!r} is not one of the row's {media_count} pictures")
+            raise BadRow("malformed_row", f"{where}: image {image!r} is not one of the row's {media_count} media items")
         if (
             not isinstance(box, list) or len(box) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)

@@ -32,6 +32,7 @@ from training.trainer import Trainer
 logger = logging.getLogger("training.recipes.build_default")
 RECIPES = Path(__file__).resolve().parent
 SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
+RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "text_repeats")  # what the model card names
 
 
 def run_stage(
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         summary_path = out / "build_summary.json"
         if not summary_path.is_file():
             parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
-        install(json.loads(summary_path.read_text()), args)
+        summary = json.loads(summary_path.read_text())
+        install(summary, argparse.Namespace(**{**vars(args), **summary.get("args", {})}), out)
         return 0
     data = out / "data"
     started = time.perf_counter()
@@ -146,20 +148,30 @@ def main(argv: list[str] | None = None) -> int:
     evaluate(["--adapter", instruct["adapter"], "--data", str(data / "test.jsonl"), "--out", str(report_path), *limit])
     report = json.loads(report_path.read_text())
     report.pop("answers", None)
-    summary = {"train_wall_time_min": round(train_minutes, 1), "align": align, "instruct": instruct, "test": report}
+    summary = {
+        "train_wall_time_min": round(train_minutes, 1), "align": align, "instruct": instruct, "test": report,
+        "args": {key: getattr(args, key) for key in RUN_ARGS},
+    }
     (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
     if args.install:
-        install(summary, args)
+        install(summary, args, out)
     return 0
 
 
-def install(summary: dict, args: argparse.Namespace) -> None:
-    """Copy the run's instruct adapter into ``assistant/default_adapter`` with its model card."""
+def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
+    """Copy the run's instruct adapter (``out/instruct/adapter``) into ``assistant/default_adapter`` with its
+    model card; the shipped adapter is replaced only once the new one is complete."""
+    source = out / "instruct" / "adapter"
+    if not (source / "assistant_config.json").is_file():
+        raise SystemExit(f"{source} holds no adapter: nothing installed")
+    staging = SHIPPED.with_name(SHIPPED.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    (staging / "MODEL_CARD.md").write_text(model_card(summary, args))
     if SHIPPED.exists():
         shutil.rmtree(SHIPPED)
-    shutil.copytree(summary["instruct"]["adapter"], SHIPPED)
-    (SHIPPED / "MODEL_CARD.md").write_text(model_card(summary, args))
-    logger.info("installed the adapter into %s", SHIPPED)
+    staging.rename(SHIPPED)
+    logger.info("installed %s into %s", source, SHIPPED)
 
 
 if __name__ == "__main__":
