@@ -14,6 +14,8 @@ def test_instruct_rows_mix_every_scene_row_with_repeated_text_rows(tmp_path):
     mixed = instruct_rows(tmp_path, text_repeats=3)
     rows, report = load_rows(mixed)
     assert [row.id for row in rows] == ["s0", "text_0000_0", "text_0000_1", "text_0000_2"]
+    # The first copy continues a scene chat; the others stand alone.
+    assert rows[1].messages[:2] == rows[0].messages and rows[1].messages[2:] == rows[2].messages == rows[3].messages
     assert report.bad_fraction == 0
 
 

@@ -7,7 +7,8 @@
    ``training.grounding``): its tokens learn to point at the LLM's words for what they show,
 3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``), on the scene rows
    mixed with text-only rows the base LLM answered itself (``training.data.text_rows``), so LoRA
-   learns the new domain without rewriting the LLM's plain-text answers,
+   learns the new domain without rewriting the LLM's plain-text answers; one copy of those rows
+   follows a question about a picture, so a general question later in a picture chat is answered too,
 4. evaluate on the held-out test split (``training.evaluate``),
 5. with ``--install``, copy the adapter into ``assistant/default_adapter`` with a model card
    (``--install-only`` does this for a run already finished in ``--out``).
@@ -59,12 +60,21 @@ def instruct_rows(data: Path, text_repeats: int) -> Path:
     if not text_file.is_file():
         write_text_rows(text_file, distill_text_rows(Assistant.from_config(AssistantConfig()), load_prompts()))
     text_rows = [json.loads(line) for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    scene_text = (data / "train.jsonl").read_text(encoding="utf-8")
+    scene_rows = [json.loads(line) for line in scene_text.splitlines() if line.strip()]
+    openers = [row for row in scene_rows if row["id"].endswith("_packed")] or scene_rows
     with open(mixed, "w", encoding="utf-8") as out:
-        out.write((data / "train.jsonl").read_text(encoding="utf-8"))
+        out.write(scene_text)
         for repeat in range(text_repeats):
-            for row in text_rows:
-                out.write(json.dumps({**row, "id": f"{row['id']}_{repeat}"}) + "\n")
-    logger.info("instruct rows: scene rows + %d x %d distilled text rows", text_repeats, len(text_rows))
+            for number, row in enumerate(text_rows):
+                messages = row["messages"]
+                if repeat == 0 and openers:  # after a turn about a picture, so chats that began with one keep them
+                    messages = openers[number % len(openers)]["messages"][:2] + messages
+                out.write(json.dumps({"id": f"{row['id']}_{repeat}", "messages": messages}) + "\n")
+    logger.info(
+        "instruct rows: scene rows + %d x %d distilled text rows (the first copy after a picture question)",
+        text_repeats, len(text_rows),
+    )
     return mixed
 
 
