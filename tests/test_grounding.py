@@ -241,3 +241,12 @@ def test_grounded_rows_reach_the_align_stage_on_both_connector_kinds(tmp_path, t
             assert encoder_grid and all(grid == encoder_grid and shape[1] == grid * grid for shape, _, grid in seen)
         else:
             assert all(grid is None for _, _, grid in seen), (kind, vision)
+
+
+def test_grounded_loss_runs_in_float32_under_bf16_autocast():
+    tokens = torch.stack([2 * EMBEDDINGS[3], 2 * EMBEDDINGS[0], 2 * EMBEDDINGS[3], 2 * EMBEDDINGS[3]])[None]
+    reference = grounded_alignment_loss(tokens, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the matching path hands the costs to scipy
+        got = grounded_alignment_loss(tokens, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=None)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, reference)

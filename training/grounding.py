@@ -21,11 +21,10 @@ run leans on the pictures (README, "The built-in default adapter").
 
 Grounded rows (``regions``: a box and its words, ``training.data.rows``) get a sharper target,
 ``grounded_alignment_loss``: one token per described box must predict that box's words
-("large red circle left") and every other token the background word (boxes whose centres share a
-grid cell share its token; with more boxes than tokens, matching leaves the extra boxes out). Which token: for a connector
-that keeps the encoder's grid (``mlp``) the one whose cell holds the box's centre; for one that does
-not (``resampler``) the token that fits the box best, by a one-to-one (Hungarian) matching, as
-DETR assigns its queries. A picture then reaches the LLM as a few word-like tokens, one per object,
+("large red circle left") and every other token the background word. Which token: for a connector
+that keeps the encoder's grid (``mlp``) the one whose cell holds the box's centre (boxes centred in
+one cell share it); for one that does not (``resampler``) the token that fits the box best, by a
+one-to-one (Hungarian) matching, as DETR assigns its queries (boxes beyond the token count are left out). A picture then reaches the LLM as a few word-like tokens, one per object,
 with the object's attributes bound together, which is what "what colour is the triangle" and
 "how many circles" need; the mixture objective above leaves the words of different objects unbound.
 """
@@ -147,7 +146,7 @@ def _grounded_loss(tokens, regions, background, embeddings, negatives, logit_sca
     background_ids = torch.tensor(list(background), dtype=torch.long, device=tokens.device)
     candidates = torch.unique(torch.cat([*words, background_ids, sampled]))  # sorted
     slot = {frame: index for index, frame in enumerate(named)}
-    log_probs = torch.log_softmax(logit_scale * tokens[named].float() @ embeddings[candidates].float().T, dim=-1)
+    log_probs = torch.log_softmax(logit_scale * tokens[named] @ embeddings[candidates].T, dim=-1)
     targets = torch.zeros_like(log_probs)  # (F', N, C): the weights of each token's target words
     is_object = torch.zeros(log_probs.shape[:2], dtype=torch.bool, device=tokens.device)
     columns = [torch.searchsorted(candidates, ids) for ids in words]
@@ -162,7 +161,7 @@ def _grounded_loss(tokens, regions, background, embeddings, negatives, logit_sca
             with torch.no_grad():
                 background_cost = -log_probs[f][:, torch.searchsorted(candidates, background_ids)].mean(-1)  # (N,)
                 cost = torch.stack([-log_probs[f][:, columns[index]].mean(-1) for index in members], dim=1)
-                chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).float().cpu().numpy())
+                chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).cpu().numpy())
             pairs = [(int(token), members[int(k)]) for token, k in zip(chosen_tokens, chosen)]
         for token, index in pairs:
             targets[f, token, columns[index]] += 1.0

@@ -146,7 +146,7 @@ class Trainer:
     def _token_grid(self) -> int | None:
         """The side of the image connector's token grid when its token i is encoder cell i, else None."""
         connector, encoder = self.model.connectors["image"], self.model.encoders["image"]
-        grid = getattr(encoder, "grid", None)
+        grid = encoder.grid
         kept = getattr(connector, "keeps_grid", False) and grid and grid * grid == self.model.tokens_per_frame()["image"]
         if not self._grid_logged:
             self._grid_logged = True
