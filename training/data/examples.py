@@ -68,7 +68,7 @@ def frame_regions(parsed: list[Message], regions: list[Region]) -> list[tuple[in
         for item in message.media:
             spans.append(range(start, start + len(item.frames)))
             start += len(item.frames)
-    return [(frame, region) for region in regions if region.image < len(spans) for frame in spans[region.image]]
+    return [(frame, region) for region in regions for frame in spans[region.image]]  # indices checked by parse_regions
 
 
 def drop_media(messages: list[dict[str, Any]], probability: float, rng: random.Random) -> list[dict[str, Any]]:
