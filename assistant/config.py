@@ -54,10 +54,19 @@ class ConnectorConfig:
     match_embedding_scale: bool = field(
         default=True, metadata={"help": "end with an RMS norm whose gain starts at the LLM's token-embedding RMS"}
     )
+    tokens_per_cell: int = field(default=1, metadata={"help": "LLM tokens per encoder cell (mlp)"})
+    select_cells: int = field(
+        default=0, metadata={"help": "pass on only this many cells, those scored most likely to hold an object (mlp; 0: all)"}
+    )
 
     def __post_init__(self) -> None:
         if self.num_latents < 1 or self.depth < 1 or self.num_heads < 1:
             raise AssistantError("connector num_latents, depth and num_heads must be positive")
+        if self.tokens_per_cell < 1 or self.select_cells < 0:
+            raise AssistantError(
+                f"connector tokens_per_cell must be positive and select_cells not negative, got "
+                f"{self.tokens_per_cell} and {self.select_cells}"
+            )
 
     def options(self) -> dict[str, Any]:
         return {key: value for key, value in dataclasses.asdict(self).items() if key != "kind"}

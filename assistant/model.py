@@ -68,6 +68,18 @@ class MultimodalModel(nn.Module):
         tokens = connector(features.to(device=self.device, dtype=dtype))
         return tokens.to(self.llm.get_input_embeddings().weight.dtype)
 
+    def connect_cells(self, modality: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder tokens (B, N, D_enc) -> every cell's tokens (B, N, S, D_llm) and objectness scores (B, N) or None.
+
+        For a connector with ``cells`` (``mlp``) these are all the cells it may choose from; for others the
+        output tokens themselves, one per "cell" (B, M, 1, D_llm).
+        """
+        connector = self.connectors[modality]
+        features = features.to(device=self.device, dtype=next(connector.parameters()).dtype)
+        if hasattr(connector, "cells"):
+            return connector.cells(features)
+        return connector(features).unsqueeze(2), None
+
     def embed(self, input_ids: torch.Tensor, media_tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Token embeddings with placeholder positions replaced by connector outputs.
 
@@ -103,6 +115,7 @@ class MultimodalModel(nn.Module):
         labels: torch.Tensor | None = None,
         encoder_features: dict[str, torch.Tensor] | None = None,
         media_tokens_only: bool = False,
+        all_cells: bool = False,
         **llm_kwargs,
     ):
         """Training/evaluation forward: encode (or take encoded) media, connect, splice, run the LLM.
@@ -113,11 +126,15 @@ class MultimodalModel(nn.Module):
                 (e.g. from a feature cache); used instead of ``pixel_values`` for that modality.
             media_tokens_only: Return the connector outputs per modality, (K*M, D), without running
                 the LLM (objectives on the connector alone, e.g. lexical alignment).
+            all_cells: With ``media_tokens_only``, return ``connect_cells`` per modality instead: every
+                cell's tokens (K, N, S, D) and objectness scores (K, N) or None.
         """
         features = dict(encoder_features or {})
         for modality, batch in (pixel_values or {}).items():
             with torch.no_grad():
                 features[modality] = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
+        if media_tokens_only and all_cells:
+            return {modality: self.connect_cells(modality, batch) for modality, batch in features.items() if batch.shape[0]}
         media_tokens = {
             modality: self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
             for modality, batch in features.items()

@@ -95,3 +95,48 @@ def test_output_rms_starts_media_tokens_at_the_requested_scale(kind):
     assert torch.allclose(per_token_rms, torch.full_like(per_token_rms, 0.13), rtol=1e-3)
     with pytest.raises(ValueError, match="output_rms"):
         build_connector(kind, 24, 16, 9, num_latents=4, num_heads=4, output_rms=0.0)
+
+
+def test_mlp_cells_become_several_tokens_in_cell_order():
+    connector = build_connector("mlp", 8, 6, 4, tokens_per_cell=3).eval()
+    features = torch.randn(2, 4, 8)
+    cells, scores = connector.cells(features)
+    assert cells.shape == (2, 4, 3, 6) and scores is None
+    assert connector.num_output_tokens(4) == 12
+    torch.testing.assert_close(connector(features), cells.flatten(1, 2))  # cell 0's tokens, then cell 1's, ...
+
+
+def test_mlp_passes_on_the_highest_scoring_cells_in_raster_order():
+    torch.manual_seed(0)
+    connector = build_connector("mlp", 8, 6, 9, tokens_per_cell=2, select_cells=3).eval()
+    features = torch.randn(2, 9, 8)
+    cells, scores = connector.cells(features)
+    assert scores.shape == (2, 9) and connector.num_output_tokens(9) == 6
+    out = connector(features)
+    assert out.shape == (2, 6, 6)
+    for row in range(2):
+        best = sorted(scores[row].topk(3).indices.tolist())
+        torch.testing.assert_close(out[row], cells[row, best].flatten(0, 1))
+
+    class FixedScores(nn.Module):  # cells 7, 1 and 4 score highest, in that order
+        def forward(self, hidden):
+            scores = torch.zeros(*hidden.shape[:2], 1)
+            scores[:, [7, 1, 4]] = torch.tensor([3.0, 2.0, 1.0])[:, None]
+            return scores
+
+    connector.objectness = FixedScores()
+    torch.testing.assert_close(connector(features), cells[:, [1, 4, 7]].flatten(1, 2))
+
+
+@pytest.mark.parametrize("options, message", [({"tokens_per_cell": 0}, "tokens_per_cell"), ({"select_cells": 10}, "select_cells")])
+def test_mlp_rejects_bad_cell_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        build_connector("mlp", 8, 6, 9, **options)
+
+
+def test_plain_mlp_weights_load_into_the_default_options():
+    """Adapters saved before the cell options existed keep loading: same parameter names and shapes."""
+    old_names = {"positions.gate", "input_norm.weight", "input_norm.bias", "linear_in.weight", "linear_in.bias",
+                 "linear_out.weight", "linear_out.bias", "output_norm.weight"}
+    connector = build_connector("mlp", 8, 6, 49, position_embedding="sincos2d", output_rms=0.1)
+    assert set(connector.state_dict()) == old_names

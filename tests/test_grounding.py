@@ -16,7 +16,7 @@ from training.config import load_train_config
 from training.data.examples import Example, collate, frame_regions
 from training.data.rows import BadRow, Region, parse_regions
 from training.grounding import (
-    answer_words, grid_cell, grounded_alignment_loss, lexical_alignment_loss, rescale_output, single_picture_words,
+    answer_words, deal_words, grid_cell, grounded_alignment_loss, lexical_alignment_loss, rescale_output, single_picture_words,
 )
 from training.trainer import Trainer
 
@@ -166,10 +166,61 @@ def test_grounded_loss_only_counts_named_frames_and_trains_the_tokens():
     assert grounded_alignment_loss(tokens, [], [3], EMBEDDINGS, 0, 1.0, grid=2) is None
 
 
+def test_deal_words_gives_one_word_per_token_in_order():
+    assert deal_words([5, 6, 7, 8], 1) == [[5, 6, 7, 8]]
+    assert deal_words([5, 6, 7, 8], 4) == [[5], [6], [7], [8]]
+    assert deal_words([5, 6, 7, 8, 9], 4) == [[5], [6], [7], [8, 9]]  # the last token takes the rest
+    assert deal_words([5, 6], 4) == [[5], [6], [], []]  # the rest predict the background word
+
+
+def test_several_tokens_per_cell_each_learn_their_own_word():
+    # 2x2 grid, 2 tokens per cell; the box in cell 1 says words [0, 1]: its first token must say 0 and
+    # its second 1; every other token says the background word 3.
+    cells = 2 * EMBEDDINGS[3].expand(1, 4, 2, 4).clone()
+    cells[0, 1, 0], cells[0, 1, 1] = 2 * EMBEDDINGS[0], 2 * EMBEDDINGS[1]
+    got = grounded_alignment_loss(cells, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=2)
+    z = math.e**2 + 2  # each token: its own word at e^2, the two other candidates at e^0
+    assert math.isclose(float(got), -2 * math.log(math.e**2 / z), rel_tol=1e-6)
+    swapped = cells.clone()
+    swapped[0, 1] = cells[0, 1].flip(0)  # the right words in the wrong order cost more
+    assert grounded_alignment_loss(swapped, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=2) > got
+    with pytest.raises(ValueError, match="need a token grid"):
+        grounded_alignment_loss(cells, [(0, [0, 1], (0.75, 0.25))], [3], EMBEDDINGS, 0, 1.0, grid=None)
+
+
+def test_objectness_learns_which_cells_hold_a_box_centre():
+    tokens = torch.zeros(1, 4, 4)
+    regions = [(0, [0], (0.75, 0.25))]  # cell 1
+    without = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=2)
+    right = torch.tensor([[-5.0, 5.0, -5.0, -5.0]])
+    wrong = torch.tensor([[5.0, -5.0, -5.0, -5.0]])
+    with_right = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=2, objectness=right)
+    with_wrong = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=2, objectness=wrong)
+    bce = float(torch.nn.functional.binary_cross_entropy_with_logits(right, torch.tensor([[0.0, 1.0, 0.0, 0.0]])))
+    assert math.isclose(float(with_right - without), bce, rel_tol=1e-5)
+    assert with_wrong > with_right + 2  # two cells wrong by 5 logits of four: about 10 / 4
+
+
+def test_a_sample_of_background_cells_gives_the_same_loss_when_they_agree():
+    # Background cells all learn one word: when their tokens are alike, scoring a sample of them changes nothing,
+    # and the cells left out of a step get no gradient.
+    torch.manual_seed(0)
+    background = torch.randn(4)
+    tokens = background.expand(2, 9, 4).clone()
+    tokens[0, 4], tokens[1, 2] = torch.randn(4), torch.randn(4)
+    tokens.requires_grad_(True)
+    regions = [(0, [0, 1], (0.5, 0.5)), (1, [2], (0.9, 0.1))]
+    full = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=3)
+    sampled = grounded_alignment_loss(tokens, regions, [3], EMBEDDINGS, 0, 1.0, grid=3, background_cells=2)
+    torch.testing.assert_close(sampled, full)
+    sampled.backward()
+    assert int((tokens.grad.abs().sum(-1) > 0).sum()) == 2 * (1 + 2)  # per frame: the object cell and two others
+
+
 @pytest.mark.parametrize(
     ("regions", "background", "grid", "message"),
     [
-        ([(0, [0], (0.5, 0.5))], [3], 3, "does not have 4 tokens"),
+        ([(0, [0], (0.5, 0.5))], [3], 3, "does not have 4 cells"),
         ([(5, [0], (0.5, 0.5))], [3], 2, "outside the batch's 1 frames"),
         ([(0, [0], (0.5, 0.5))], [], 2, "background word"),
     ],
@@ -217,14 +268,18 @@ def test_grounded_rows_reach_the_align_stage_on_both_connector_kinds(tmp_path, t
     seen = []
     real = grounded_alignment_loss
 
-    def spy(tokens, regions, *args, **kwargs):
-        seen.append((tokens.shape, len(regions), args[-1] if args else kwargs["grid"]))
-        return real(tokens, regions, *args, **kwargs)
+    def spy(tokens, regions, background, embeddings, negatives, logit_scale, grid, objectness=None, background_cells=0):
+        seen.append((tokens.shape, len(regions), grid, objectness))
+        return real(tokens, regions, background, embeddings, negatives, logit_scale, grid, objectness, background_cells)
 
     monkeypatch.setattr("training.trainer.grounded_alignment_loss", spy)
     # SigLIP resizes the whole picture: the mlp keeps its grid. CLIP centre-crops: cells do not cover the
     # picture, so boxes are matched instead, as for the resampler.
-    for kind, vision, uses_grid in (("mlp", "siglip", True), ("mlp", "clip", False), ("resampler", "siglip", False)):
+    cases = (
+        ("mlp", "siglip", True, {}), ("mlp", "clip", False, {}), ("resampler", "siglip", False, {}),
+        ("mlp", "siglip", True, {"tokens_per_cell": 3, "select_cells": 2}),
+    )
+    for kind, vision, uses_grid, options in cases:
         seen.clear()
         config = write_config(
             tmp_path / f"{kind}_{vision}", tiny_paths, scene_data, stage="align", align={"objective": "lexical", "negatives": 16},
@@ -232,15 +287,20 @@ def test_grounded_rows_reach_the_align_stage_on_both_connector_kinds(tmp_path, t
         )
         train_config = load_train_config(["--config", str(config)])
         train_config.model.modalities["image"].encoder.model = tiny_paths[vision]
-        train_config.model.modalities["image"].connector = ConnectorConfig(kind=kind, num_latents=6, depth=1, num_heads=4)
+        train_config.model.modalities["image"].connector = ConnectorConfig(kind=kind, num_latents=6, depth=1, num_heads=4, **options)
         trainer = Trainer(train_config)
         trainer.train()
         encoder_grid = trainer.model.encoders["image"].grid
-        assert len(seen) == 3 and all(count > 0 for _, count, _ in seen), (kind, vision)
-        if uses_grid:
-            assert encoder_grid and all(grid == encoder_grid and shape[1] == grid * grid for shape, _, grid in seen)
+        assert len(seen) == 3 and all(count > 0 for _, count, _, _ in seen), (kind, vision)
+        if uses_grid:  # every cell's tokens (F, N, S, D) reach the loss, not only the cells chosen for the LLM
+            slots = options.get("tokens_per_cell", 1)
+            assert encoder_grid and all(
+                grid == encoder_grid and shape[1:3] == (grid * grid, slots) for shape, _, grid, _ in seen
+            )
+            assert all((scores is not None) == bool(options) for *_, scores in seen)
+            assert all(scores is None or scores.shape == shape[:2] for shape, _, _, scores in seen)
         else:
-            assert all(grid is None for _, _, grid in seen), (kind, vision)
+            assert all(grid is None and scores is None for _, _, grid, scores in seen), (kind, vision)
 
 
 def test_grounded_loss_runs_in_float32_under_bf16_autocast():

@@ -81,12 +81,15 @@ class AlignConfig:
     negatives: int = field(default=2048, metadata={"help": "lexical: vocabulary entries sampled as negatives per step"})
     logit_scale: float = field(default=1.0, metadata={"help": "lexical: multiplier on token-embedding dot products"})
     background: str = field(default="background", metadata={"help": "lexical, rows with regions: the word tokens outside every region learn"})
+    background_cells: int = field(
+        default=0, metadata={"help": "lexical, grid connectors: background cells scored per picture and step, drawn at random (0: all)"}
+    )
 
     def __post_init__(self) -> None:
         if self.objective not in ("lm", "lexical"):
             raise AssistantError(f"align.objective {self.objective!r} is not lm or lexical")
-        if self.negatives < 0 or self.logit_scale <= 0:
-            raise AssistantError("align.negatives must be >= 0 and align.logit_scale > 0")
+        if self.negatives < 0 or self.logit_scale <= 0 or self.background_cells < 0:
+            raise AssistantError("align.negatives and align.background_cells must be >= 0 and align.logit_scale > 0")
         if not self.background.strip():
             raise AssistantError("align.background must be a word")
 

@@ -102,6 +102,15 @@ def grid_cell(centre: tuple[float, float], grid: int) -> int:
     return row * grid + column
 
 
+def deal_words(ids: Sequence[int], slots: int) -> list[list[int]]:
+    """A box's word ids spread over its cell's ``slots`` tokens in order: one word each, the last token
+    taking any words left over, tokens without a word left empty (they predict the background word)."""
+    if slots == 1:
+        return [list(ids)]
+    dealt = [[word] for word in ids[: slots - 1]] + [list(ids[slots - 1 :])]
+    return (dealt + [[] for _ in range(slots)])[:slots]
+
+
 def grounded_alignment_loss(
     tokens: torch.Tensor,
     regions: Sequence[tuple[int, Sequence[int], tuple[float, float]]],
@@ -110,69 +119,130 @@ def grounded_alignment_loss(
     negatives: int,
     logit_scale: float,
     grid: int | None,
+    objectness: torch.Tensor | None = None,
+    background_cells: int = 0,
 ) -> torch.Tensor | None:
-    """Mean -log p of each token's target words, averaged over object tokens and over background tokens.
+    """Mean -log p of each token's target words, averaged over object cells and over background cells,
+    plus the objectness scores' binary cross-entropy (does this cell hold a box's centre?) when given.
 
     Args:
-        tokens: (F, N, D) media tokens, N per frame.
+        tokens: (F, N, D) media tokens, N per frame, or (F, N, S, D) with S tokens per cell (grid only):
+            a box's words are dealt to its cell's tokens in order (``deal_words``).
         regions: (frame index, word ids, box centre) per described box; frames that no region names
             are left out.
         background: word ids every token not given a box must predict.
         embeddings: (V, D) the LLM's input-embedding matrix (not trained here).
         negatives: random vocabulary ids added to the candidates (drawn from torch's global RNG).
         logit_scale: multiplier on the dot products.
-        grid: side of the token grid when token ``i`` is the encoder cell ``i`` (box -> the token of its
-            centre cell; two boxes in one cell share it), None to match boxes to tokens one to one.
+        grid: side of the token grid when cell ``i`` is the encoder cell ``i`` (box -> the cell of its
+            centre; two boxes in one cell share it), None to match boxes to tokens one to one.
+        objectness: (F, N) logits that a cell holds an object (grid only), or None.
+        background_cells: with a grid, score only this many background cells per frame, drawn at random
+            (0: all). Most cells are background and all learn the same word; a sample keeps the cost down.
     """
     if not regions:
         return None
+    if tokens.dim() == 3:
+        tokens = tokens.unsqueeze(2)
+    if grid is None and (tokens.shape[2] != 1 or objectness is not None):
+        raise ValueError("several tokens per cell and objectness scores need a token grid (grid=None matches single tokens)")
     with torch.autocast(tokens.device.type, enabled=False):  # the log-softmax over candidates in float32
-        return _grounded_loss(tokens.float(), regions, background, embeddings.float(), negatives, logit_scale, grid)
+        loss = _grounded_loss(
+            tokens.float(), regions, background, embeddings.float(), negatives, logit_scale, grid, background_cells
+        )
+        if objectness is not None:
+            loss = loss + _objectness_loss(objectness.float(), regions, grid)
+    return loss
 
 
-def _grounded_loss(tokens, regions, background, embeddings, negatives, logit_scale, grid) -> torch.Tensor:
-    frames, per_frame = tokens.shape[0], tokens.shape[1]
+def _grounded_loss(tokens, regions, background, embeddings, negatives, logit_scale, grid, background_cells) -> torch.Tensor:
+    frames, per_frame, slots = tokens.shape[:3]
     if grid is not None and grid * grid != per_frame:
-        raise ValueError(f"a {grid}x{grid} grid does not have {per_frame} tokens")
+        raise ValueError(f"a {grid}x{grid} grid does not have {per_frame} cells")
     if not background:
         raise ValueError("grounded alignment needs at least one background word id (align.background tokenised to nothing)")
+    named = _named_frames(regions, frames)
+    tokens, device = tokens[named], tokens.device  # (F', N, S, D)
+    embeddings = embeddings.detach()
+    sampled = torch.randint(0, embeddings.shape[0], (negatives,), device=embeddings.device)
+    words = [torch.tensor(list(ids), dtype=torch.long, device=device) for _, ids, _ in regions]
+    background_ids = torch.tensor(list(background), dtype=torch.long, device=device)
+    candidates = torch.unique(torch.cat([*words, background_ids, sampled]))  # sorted
+    column = {word: index for index, word in enumerate(candidates.tolist())}
+    slot = {frame: index for index, frame in enumerate(named)}
+
+    def log_probs_of(chosen: torch.Tensor) -> torch.Tensor:  # (M, S, D) -> (M, S, C)
+        return torch.log_softmax(logit_scale * chosen @ embeddings[candidates].T, dim=-1)
+
+    pairs: list[tuple[int, int, int]] = []  # (frame slot, cell, region index)
+    for frame, members in _by_frame(regions).items():
+        f = slot[frame]
+        if grid is not None:
+            pairs += [(f, grid_cell(regions[index][2], grid), index) for index in members]
+            continue
+        with torch.no_grad():  # the assignment that makes the matched tokens' losses lowest against staying background
+            row = log_probs_of(tokens[f])[:, 0]  # (N, C)
+            background_cost = -row[:, torch.searchsorted(candidates, background_ids)].mean(-1)  # (N,)
+            cost = torch.stack([-row[:, torch.searchsorted(candidates, words[index])].mean(-1) for index in members], dim=1)
+            chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).cpu().numpy())
+        pairs += [(f, int(token), members[int(k)]) for token, k in zip(chosen_tokens, chosen)]
+    is_object = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=device)  # (F', N)
+    for f, cell, _ in pairs:
+        is_object[f, cell] = True
+    scored = is_object.clone()
+    if grid is not None and 0 < background_cells < per_frame:
+        draw = torch.rand(is_object.shape, device=device).masked_fill(is_object, 2.0)  # objects sort last
+        scored.scatter_(1, draw.argsort(dim=1)[:, :background_cells], True)
+    else:
+        scored[:] = True
+    row_of = scored.flatten().cumsum(0).view_as(scored) - 1  # (F', N): a scored cell's row in ``log_probs``
+    log_probs = log_probs_of(tokens[scored])  # (M, S, C)
+    targets = torch.zeros_like(log_probs)  # the weights of each token's target words
+    marks = [
+        (int(row_of[f, cell]), position, column[word])
+        for f, cell, index in pairs
+        for position, ids in enumerate(deal_words(regions[index][1], slots))
+        for word in ids
+    ]
+    if marks:
+        where = torch.tensor(marks, device=device).T  # (3, M)
+        targets.index_put_(tuple(where), torch.ones(where.shape[1], device=device), accumulate=True)
+    unfilled = targets.sum(-1) == 0  # (M, S): background cells, and an object cell's tokens left without a word
+    targets[..., torch.searchsorted(candidates, background_ids)] += unfilled.float().unsqueeze(-1)
+    targets = targets / targets.sum(-1, keepdim=True)
+    per_cell = -(targets * log_probs).sum(-1).mean(-1)  # (M,)
+    object_rows = is_object[scored]  # (M,)
+    loss = per_cell[object_rows].mean()
+    if (~object_rows).any():
+        loss = loss + per_cell[~object_rows].mean()
+    return loss
+
+
+def _objectness_loss(scores: torch.Tensor, regions, grid: int) -> torch.Tensor:
+    """Binary cross-entropy of (F, N) cell scores against "a box's centre lies in this cell", named frames only."""
+    named = _named_frames(regions, scores.shape[0])
+    if grid * grid != scores.shape[1]:
+        raise ValueError(f"a {grid}x{grid} grid does not have {scores.shape[1]} objectness scores")
+    target = torch.zeros(len(named), scores.shape[1], device=scores.device)
+    slot = {frame: index for index, frame in enumerate(named)}
+    for frame, _, centre in regions:
+        target[slot[frame], grid_cell(centre, grid)] = 1.0
+    return nn.functional.binary_cross_entropy_with_logits(scores[named], target)
+
+
+def _named_frames(regions, frames: int) -> list[int]:
     named = sorted({frame for frame, _, _ in regions})
     outside = [frame for frame in named if not 0 <= frame < frames]
     if outside:
         raise ValueError(f"region frame indices {outside} are outside the batch's {frames} frames")
-    embeddings = embeddings.detach()
-    sampled = torch.randint(0, embeddings.shape[0], (negatives,), device=embeddings.device)
-    words = [torch.tensor(list(ids), dtype=torch.long, device=tokens.device) for _, ids, _ in regions]
-    background_ids = torch.tensor(list(background), dtype=torch.long, device=tokens.device)
-    candidates = torch.unique(torch.cat([*words, background_ids, sampled]))  # sorted
-    slot = {frame: index for index, frame in enumerate(named)}
-    log_probs = torch.log_softmax(logit_scale * tokens[named] @ embeddings[candidates].T, dim=-1)
-    targets = torch.zeros_like(log_probs)  # (F', N, C): the weights of each token's target words
-    is_object = torch.zeros(log_probs.shape[:2], dtype=torch.bool, device=tokens.device)
-    columns = [torch.searchsorted(candidates, ids) for ids in words]
-    by_frame: dict[int, list[int]] = {}
+    return named
+
+
+def _by_frame(regions) -> dict[int, list[int]]:
+    members: dict[int, list[int]] = {}
     for index, (frame, _, _) in enumerate(regions):
-        by_frame.setdefault(frame, []).append(index)
-    for frame, members in by_frame.items():
-        f = slot[frame]
-        if grid is not None:
-            pairs = [(grid_cell(regions[index][2], grid), index) for index in members]
-        else:  # the assignment that makes the matched tokens' losses lowest against staying background
-            with torch.no_grad():
-                background_cost = -log_probs[f][:, torch.searchsorted(candidates, background_ids)].mean(-1)  # (N,)
-                cost = torch.stack([-log_probs[f][:, columns[index]].mean(-1) for index in members], dim=1)
-                chosen_tokens, chosen = linear_sum_assignment((cost - background_cost[:, None]).cpu().numpy())
-            pairs = [(int(token), members[int(k)]) for token, k in zip(chosen_tokens, chosen)]
-        for token, index in pairs:
-            targets[f, token, columns[index]] += 1.0
-            is_object[f, token] = True
-    targets[..., torch.searchsorted(candidates, background_ids)] += (~is_object).float().unsqueeze(-1)
-    targets = targets / targets.sum(-1, keepdim=True)
-    per_token = -(targets * log_probs).sum(-1)  # (F', N)
-    loss = per_token[is_object].mean()
-    if (~is_object).any():
-        loss = loss + per_token[~is_object].mean()
-    return loss
+        members.setdefault(frame, []).append(index)
+    return members
 
 
 def rescale_output(connector: nn.Module, measured_rms: float, target_rms: float) -> bool:

@@ -144,14 +144,19 @@ class Trainer:
         return self._word_cache[text]
 
     def _token_grid(self) -> int | None:
-        """The side of the image connector's token grid when its token i is encoder cell i, else None."""
+        """The side of the image encoder's grid when the connector's cells are its cells, else None."""
         connector, encoder = self.model.connectors["image"], self.model.encoders["image"]
         grid = encoder.grid
-        kept = getattr(connector, "keeps_grid", False) and grid and grid * grid == self.model.tokens_per_frame()["image"]
+        kept = getattr(connector, "keeps_grid", False) and grid and grid * grid == encoder.num_tokens
+        if getattr(connector, "select_cells", 0) and not kept:
+            raise TrainingError(
+                "connector select_cells needs an encoder whose tokens form a grid (its objectness scores are "
+                "trained on each box's centre cell); this encoder's do not (e.g. it centre-crops): set select_cells 0"
+            )
         if not self._grid_logged:
             self._grid_logged = True
             logger.info(
-                "grounded rows: %s", f"the token of each box's centre cell ({grid}x{grid} grid)" if kept
+                "grounded rows: %s", f"the tokens of each box's centre cell ({grid}x{grid} grid)" if kept
                 else "boxes matched to tokens one to one (the connector does not keep the encoder's grid)",
             )
         return grid if kept else None
@@ -214,20 +219,22 @@ class Trainer:
     def _lexical_loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """``training.grounding``: answer words scored against the media tokens, the LLM not run."""
         device = self.accelerator.device
-        media = model(
+        cells = model(
             input_ids=batch["input_ids"].to(device), encoder_features=self._encoder_features(batch["frames"]),
-            media_tokens_only=True,
+            media_tokens_only=True, all_cells=True,
         )
-        per_frame = self.model.tokens_per_frame()["image"]
         align, embeddings = self.config.align, self.model.llm.get_input_embeddings().weight
         losses = []
-        if media:
-            self.media_rms = float(media["image"].detach().float().pow(2).mean().sqrt())
+        if cells:
+            tokens, objectness = cells["image"]  # (F, N, S, D), (F, N) or None
+            per_frame = tokens.shape[1] * tokens.shape[2]
+            self.media_rms = float(tokens.detach().float().pow(2).mean().sqrt())
             regions = [(frame, self._word_ids(region.text), region.centre) for frame, region in batch["regions"]]
             regions = [region for region in regions if region[1]]  # text that tokenised to nothing: warned once
+            grid = self._token_grid()
             grounded = grounded_alignment_loss(
-                media["image"].view(-1, per_frame, media["image"].shape[-1]), regions,
-                self._word_ids(align.background), embeddings, align.negatives, align.logit_scale, self._token_grid(),
+                tokens if grid else tokens.flatten(1, 2), regions, self._word_ids(align.background), embeddings,
+                align.negatives, align.logit_scale, grid, objectness if grid else None, align.background_cells,
             )
             # Rows with regions are taught by them alone; the others by their answer words.
             starts = torch.tensor([0, *batch["frames_per_row"]]).cumsum(0).tolist()
@@ -237,7 +244,7 @@ class Trainer:
             )
             words = [ids[:0] if named & set(range(starts[row], starts[row + 1])) else ids for row, ids in enumerate(words)]
             lexical = lexical_alignment_loss(
-                media["image"], [count * per_frame for count in batch["frames_per_row"]], words,
+                tokens.flatten(0, 2), [count * per_frame for count in batch["frames_per_row"]], words,
                 embeddings, align.negatives, align.logit_scale,
             )
             losses = [term for term in (grounded, lexical) if term is not None]

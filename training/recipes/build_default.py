@@ -33,7 +33,7 @@ from training.trainer import Trainer
 logger = logging.getLogger("training.recipes.build_default")
 RECIPES = Path(__file__).resolve().parent
 SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
-RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "text_repeats")  # what the model card names
+RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "tokens_per_cell", "select_cells", "text_repeats")  # what the model card names
 
 
 def run_stage(
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-scenes", type=int, default=60, help="held-out test scenes")
     parser.add_argument("--connector", default="mlp", help="connector kind: mlp | resampler")
     parser.add_argument("--num-latents", type=int, default=32, help="resampler output tokens")
+    parser.add_argument("--tokens-per-cell", type=int, default=4, help="mlp: tokens per chosen grid cell (one per word of an object)")
+    parser.add_argument("--select-cells", type=int, default=8, help="mlp: grid cells passed on per picture (0: all 49)")
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
     parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
@@ -140,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
         make_scenes(["--out", str(data), "--train", str(args.train_scenes), "--val", "40", "--test", str(args.test_scenes),
                      "--seed", "0", "--format", "messages", "--pack-questions"])
-    connector = ConnectorConfig(kind=args.connector, num_latents=args.num_latents, position_embedding="sincos2d")
+    connector = ConnectorConfig(
+        kind=args.connector, num_latents=args.num_latents, position_embedding="sincos2d",
+        tokens_per_cell=args.tokens_per_cell, select_cells=args.select_cells,
+    )
     align_overrides = ["--optim.max-steps", str(args.align_steps)] if args.align_steps else []
     instruct_overrides = ["--optim.max-steps", str(args.instruct_steps)] if args.instruct_steps else []
     align = run_stage("default_align.yaml", out / "align", data / "train.jsonl", data, align_overrides, connector)
