@@ -1,7 +1,7 @@
 """Time to first token of a one-image question, per connector, on the built-in default model.
 
-Each connector changes how many tokens an image costs the LLM (mlp: 49; resampler: its latents), so
-it changes the prefill. Speed does not depend on the weights, so fresh connectors are timed unless
+Each connector changes how many tokens an image costs the LLM (mlp: 49, or select_cells x
+tokens_per_cell; resampler: its latents), so it changes the prefill. Speed does not depend on the weights, so fresh connectors are timed unless
 adapter folders are given. The frozen encoder runs every time (its feature cache is cleared), as for
 a new picture. Baseline in the same process: the same question with no image.
 
@@ -35,17 +35,17 @@ def ttft(bot: Assistant, messages: list, repeats: int) -> float:
     return statistics.median(times)
 
 
-def fresh(kind: str, num_latents: int) -> Assistant:
+def fresh(kind: str, **options) -> Assistant:
     config = AssistantConfig()
     image = config.modalities["image"]
-    connector = ConnectorConfig(kind=kind, num_latents=num_latents, position_embedding="sincos2d")
+    connector = ConnectorConfig(kind=kind, position_embedding="sincos2d", **options)
     modalities = {**config.modalities, "image": dataclasses.replace(image, connector=connector)}
     return Assistant.from_config(dataclasses.replace(config, modalities=modalities))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--adapters", nargs="*", default=None, help="adapter folders (default: fresh mlp, resampler-16, resampler-32)")
+    parser.add_argument("--adapters", nargs="*", default=None, help="adapter folders (default: fresh mlp, mlp-8cells-x4, resampler-16, resampler-32)")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -62,9 +62,10 @@ def main() -> None:
         candidates = [(path, lambda path=path: Assistant.from_pretrained(path)) for path in args.adapters]
     else:
         candidates = [
-            ("mlp", lambda: fresh("mlp", 32)),  # num_latents is ignored by mlp
-            ("resampler-16", lambda: fresh("resampler", 16)),
-            ("resampler-32", lambda: fresh("resampler", 32)),
+            ("mlp", lambda: fresh("mlp")),
+            ("mlp-8cells-x4", lambda: fresh("mlp", tokens_per_cell=4, select_cells=8)),
+            ("resampler-16", lambda: fresh("resampler", num_latents=16)),
+            ("resampler-32", lambda: fresh("resampler", num_latents=32)),
         ]
     rows = []
     for name, load in candidates:
