@@ -60,3 +60,13 @@ def test_install_only_uses_the_runs_own_settings_and_keeps_the_shipped_adapter_o
     card = (shipped / "MODEL_CARD.md").read_text()
     assert (shipped / "assistant_config.json").read_text() == '{"new": true}'
     assert "`resampler` connector" in card and "7 synthetic scenes" in card and "count questions (50%)" in card
+
+    # A run from before the cell options existed was a plain mlp, one token per cell, whatever today's flags say.
+    summary["args"] = {**summary["args"], "connector": "mlp"}
+    (run / "build_summary.json").write_text(json.dumps(summary))
+    build_default.main(["--out", str(run), "--install-only"])
+    assert "one token per cell" in (shipped / "MODEL_CARD.md").read_text()
+    summary["args"] = {**summary["args"], "tokens_per_cell": 4, "select_cells": 8}
+    (run / "build_summary.json").write_text(json.dumps(summary))
+    build_default.main(["--out", str(run), "--install-only"])
+    assert "passes on the 8 grid cells" in (shipped / "MODEL_CARD.md").read_text()

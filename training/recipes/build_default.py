@@ -84,10 +84,18 @@ def model_card(summary: dict, args: argparse.Namespace) -> str:
 
     by_type = sorted(summary["test"]["accuracy_by_type"].items(), key=lambda item: item[1])
     weakest = " and ".join(f"{name} questions ({accuracy:.0%})" for name, accuracy in by_type[:2])
+    if args.connector == "mlp" and args.select_cells:
+        connector = (f"`mlp` connector with a 2-D position signal, which passes on the {args.select_cells} grid cells it "
+                     f"scores most likely to hold an object, {args.tokens_per_cell} tokens each (one per word: size, "
+                     f"colour, shape, position)")
+    elif args.connector == "mlp":
+        connector = "`mlp` connector with a 2-D position signal, one token per cell of the 7x7 grid"
+    else:
+        connector = f"`resampler` connector ({args.num_latents} latents) with a 2-D position signal"
     return f"""# Built-in default adapter
 
-EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens) -> `{args.connector}` connector with a 2-D position
-signal -> SmolLM2-135M-Instruct with LoRA (r=16 on every linear layer). Built offline on a 2-core CPU by
+EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens on a 7x7 grid) -> {connector} -> SmolLM2-135M-Instruct with
+LoRA (r=16 on every linear layer). Built offline on a 2-core CPU by
 `python -m training.recipes.build_default --install` in {summary["train_wall_time_min"]} minutes
 (data generation; `align` with the lexical objective, connector only, {summary["align"]["steps"]} steps;
 `instruct`, LoRA with a slow connector, {summary["instruct"]["steps"]} steps).
@@ -133,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         if not summary_path.is_file():
             parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
         summary = json.loads(summary_path.read_text())
-        install(summary, argparse.Namespace(**{**vars(args), **summary.get("args", {})}), out)
+        run_args = summary.get("args", {})
+        if run_args and "select_cells" not in run_args:  # a run from before the cell options: one token per cell
+            run_args = {"tokens_per_cell": 1, "select_cells": 0, **run_args}
+        install(summary, argparse.Namespace(**{**vars(args), **run_args}), out)
         return 0
     data = out / "data"
     started = time.perf_counter()
