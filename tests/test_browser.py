@@ -111,9 +111,17 @@ def _stop_button(driver) -> list:
 
 def _stop_if_generating(driver, bot, tokens_before: int) -> None:
     """Press Stop (when still streaming) and check generation really ends, well before the token limit."""
-    if not _stop_button(driver):
+    from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+
+    buttons = _stop_button(driver)
+    if not buttons:
         return
-    _stop_button(driver)[0].click()
+    try:
+        buttons[0].click()
+    except (StaleElementReferenceException, ElementNotInteractableException):
+        if _stop_button(driver):  # a new Stop button: the reply is still streaming, so this is a real failure
+            raise
+        return  # the reply ended on its own between finding Stop and pressing it
     _wait_for(lambda: not _stop_button(driver), 10, "Stop to end the generation")
     tokens = bot.stats.generated_tokens
     time.sleep(1.5)  # the default model makes several tokens a second; after Stop at most one is in flight
