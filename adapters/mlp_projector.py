@@ -81,9 +81,13 @@ class MLPProjector(nn.Module):
         scores = self.objectness(hidden).squeeze(-1) if self.objectness is not None else None  # (B, N)
         return out, scores
 
+    def chosen_cells(self, scores: torch.Tensor) -> torch.Tensor:
+        """Indices ``(B, K)`` of the ``select_cells`` highest objectness scores ``(B, N)``, in raster order."""
+        return scores.topk(self.select_cells, dim=1).indices.sort(dim=1).values
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out, scores = self.cells(tokens)  # (B, N, S, D), (B, N)
         if scores is not None:
-            chosen = scores.topk(self.select_cells, dim=1).indices.sort(dim=1).values  # (B, K), raster order
+            chosen = self.chosen_cells(scores)  # (B, K)
             out = out.gather(1, chosen[:, :, None, None].expand(-1, -1, *out.shape[2:]))  # (B, K, S, D)
         return out.flatten(1, 2)  # (B, K * S, D)

@@ -60,7 +60,7 @@ def main() -> None:
             cells, scores = model.connect_cells("image", encoder.encode([image]).float())
         cells = cells[0].float()  # (N, S, D)
         nearest = (cells @ embeddings.T).topk(5, dim=-1).indices  # (N, S, 5)
-        chosen = set(range(cells.shape[0])) if scores is None else set(scores[0].topk(connector.select_cells).indices.tolist())
+        chosen = set(range(cells.shape[0])) if scores is None else set(connector.chosen_cells(scores)[0].tolist())
         centres = set()
         for item in scene["objects"]:
             x0, y0, x1, y1 = item["bbox"]
