@@ -5,6 +5,10 @@ encoder features (from the content-hash cache when seen before), and streams tex
 engine, which reuses the KV cache of the previous request's common prefix. Requests are serialised
 by a lock; a new request supersedes an unfinished stream, and ``cancel()`` stops the active one from
 any thread. A bad request raises ``AssistantError`` and leaves the assistant as it was.
+
+Tool calling is orchestrated here and implemented in ``assistant.tools``: ``stream_events`` is one
+generation step with tools on offer (typed events, calls decoded under a grammar), ``run`` and
+``run_stream`` the whole generate -> run tools -> generate loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +37,12 @@ from assistant.llm import attach_lora, load_language_model, load_lora
 from assistant.messages import Message, validate_messages
 from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
+from assistant.tools.events import AssistantTurn, Event
+from assistant.tools.formats import CallStreamParser
+from assistant.tools.grammar import GrammarCompiler
+from assistant.tools.loop import run_loop
+from assistant.tools.runner import Confirm
+from assistant.tools.spec import parse_tool_choice, tool_specs
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +68,8 @@ class AssistantStats(EngineCounters):
 @dataclass
 class _Request:
     cancel: threading.Event
+    finish_reason: str = "stop"  # stop | length | cancelled, set when the stream ends
+    generated: int = 0
 
 
 class Assistant:
@@ -66,11 +79,12 @@ class Assistant:
         self.config = config
         self.stats = AssistantStats()
         tokens_per_frame = model.tokens_per_frame()
-        self.prompt_builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt)
+        self.prompt_builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt, config.tools.format)
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
         self._engine = DecodeEngine(model, self._stop_ids, self.stats)
+        self._grammars = GrammarCompiler(tokenizer, model.llm.get_output_embeddings().weight.shape[0], self._stop_ids)
         self._lock = threading.RLock()
         self._active: _Request | None = None
         image_tokens = tokens_per_frame.get("image", 0)
@@ -172,15 +186,17 @@ class Assistant:
             info[f"{modality} connector"] = f"{self.config.modalities[modality].connector.kind} ({self.model.tokens_per_frame()[modality]} tokens)"
         return info
 
-    def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256) -> Prompt:
-        """Validate ``messages``, load their media and build the prompt; changes no state."""
-        parsed: list[Message] = validate_messages(
-            messages, self.config.media, self.supported_media, self.frames_per_video
-        )
+    def parse(self, messages: list[dict[str, Any]]) -> list[Message]:
+        """Validate ``messages`` and load their media; changes no state."""
+        return validate_messages(messages, self.config.media, self.supported_media, self.frames_per_video)
+
+    def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256, tools: list[Any] | None = None) -> Prompt:
+        """Validate ``messages``, load their media and build the prompt (with ``tools`` on offer); changes no state."""
+        parsed = self.parse(messages)
         budget = self.context_window - max_new_tokens
         if budget < 1:
             raise AssistantError(f"max_new_tokens={max_new_tokens} leaves no room in the {self.context_window}-token context")
-        return self.prompt_builder.build_within(parsed, budget)
+        return self.prompt_builder.build_within(parsed, budget, tool_specs(tools))
 
     def chat(self, messages: list[dict[str, Any]], **options: Any) -> str:
         """The assistant's reply to ``messages`` (see ``stream`` for options)."""
@@ -214,6 +230,101 @@ class Assistant:
         request = _Request(threading.Event())
         return self._run(prompt, options, request)
 
+    def stream_events(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[Any] | None = None,
+        tool_choice: Any = "auto",
+        parallel_tool_calls: bool = True,
+        cancel: threading.Event | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | str | None = None,
+        seed: int | None = None,
+    ) -> Iterator[Event]:
+        """One assistant turn with ``tools`` on offer, as typed events; nothing runs.
+
+        Yields ``TextDelta`` for reply text and ``ToolCallEvent`` for each call (call text never
+        appears as reply text), then ``AssistantTurn`` with the message (``content`` and OpenAI-shaped
+        ``tool_calls``) and its ``finish_reason``. With ``assistant.config.tools.constrained`` (the
+        default) calls are decoded under a grammar built from the tools' JSON schemas, so they parse
+        and validate.
+
+        Args:
+            messages: Conversation in the typed-content format (see ``stream``).
+            tools: langchain tools, OpenAI function dicts or typed, documented functions.
+            tool_choice: ``"auto"`` | ``"none"`` | ``"required"`` | a tool name | ``{"type": "function", "function": {"name"}}``.
+            parallel_tool_calls: Allow several calls in one turn.
+            cancel: Event that stops generation when set (``cancel()`` also stops it).
+            max_new_tokens, temperature, top_p, stop, seed: As for ``stream``.
+
+        Raises:
+            AssistantError: For bad messages, tools, choices or options, before anything changes.
+        """
+        specs = tool_specs(tools)
+        choice = parse_tool_choice(tool_choice, specs)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        options = SamplingOptions(max_new_tokens, temperature, top_p, stops, seed)
+        prompt = self.prepare(messages, max_new_tokens, specs)
+        tool_format = self.prompt_builder.tool_format
+        constraint = None
+        if self.config.tools.constrained and specs:
+            tag = tool_format.structural_tag(specs, choice, parallel_tool_calls)
+            constraint = self._grammars.constraint(tag) if tag else None
+        request = _Request(cancel or threading.Event())
+        return self._events(prompt, options, request, constraint, CallStreamParser(tool_format))
+
+    def run(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        tool_choice: Any = "auto",
+        max_steps: int = 4,
+        confirm: Confirm | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Run the tool loop and return the new messages (assistant turns and tool results, in order).
+
+        See ``run_stream`` for the arguments.
+        """
+        new = []
+        for event in self.run_stream(messages, tools, tool_choice, max_steps, confirm, **options):
+            if isinstance(event, AssistantTurn):
+                new.append(event.message)
+            elif hasattr(event, "message"):
+                new.append(event.message)
+        return new
+
+    def run_stream(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+        tool_choice: Any = "auto",
+        max_steps: int = 4,
+        confirm: Confirm | None = None,
+        **options: Any,
+    ) -> Iterator[Event]:
+        """Generate, run the calls the model makes, append their results, and generate again until an answer.
+
+        Args:
+            messages: Conversation in the typed-content format.
+            tools: The tools that may run (langchain tools or typed, documented functions); only these run.
+            tool_choice: For the first step, as in ``stream_events``; later steps use
+                ``followup_tool_choice`` (an option, default ``"auto"``).
+            max_steps: Rounds of tool calls allowed; calls beyond them get an error result and the
+                model must then answer without tools.
+            confirm: Called with each ``ToolCall`` of a tool whose policy ``requires_confirmation``;
+                True runs it. Without a callback such calls are refused (as an error result).
+            options: ``followup_tool_choice``, ``parallel_tool_calls``, ``cancel`` (an event that stops
+                the exchange) and the sampling options of ``stream``.
+
+        Yields:
+            The events of each step (``TextDelta``, ``ToolCallEvent``, ``AssistantTurn``), then
+            ``ToolConfirmation`` and ``ToolResult`` events for the calls, and so on.
+        """
+        return run_loop(self, messages, tools, tool_choice, max_steps=max_steps, confirm=confirm, **options)
+
     def cancel(self) -> None:
         """Stop the active stream promptly (safe to call from any thread)."""
         request = self._active
@@ -240,14 +351,27 @@ class Assistant:
         media = tuple(self.model.encoders)
         return media + ("video",) if "image" in media else media
 
-    def _run(self, prompt: Prompt, options: SamplingOptions, request: _Request) -> Iterator[str]:
+    def _events(
+        self, prompt: Prompt, options: SamplingOptions, request: _Request, constraint: Any, parser: CallStreamParser
+    ) -> Iterator[Event]:
+        with closing(self._run(prompt, options, request, constraint)) as pieces:
+            for piece in pieces:
+                yield from parser.feed(piece)
+        yield from parser.finish()
+        message: dict[str, Any] = {"role": "assistant", "content": parser.text}
+        if parser.calls:
+            message["tool_calls"] = [call.to_openai() for call in parser.calls]
+        reason = "tool_calls" if parser.calls and request.finish_reason == "stop" else request.finish_reason
+        yield AssistantTurn(message, reason, len(prompt.input_ids), request.generated, list(parser.calls))
+
+    def _run(self, prompt: Prompt, options: SamplingOptions, request: _Request, constraint: Any = None) -> Iterator[str]:
         with self._lock:
             self._active = request  # supersedes any unfinished stream
             self.stats.requests += 1
             self.stats.dropped_messages += prompt.dropped_messages
         keys = prompt.position_keys()
         tokens = self._engine.generate(
-            keys, lambda start: self._embed_suffix(prompt, start), options, request.cancel, self.config.prefix_reuse
+            keys, lambda start: self._embed_suffix(prompt, start), options, request.cancel, self.config.prefix_reuse, constraint
         )
         started = time.perf_counter()
         first_token_at = None
@@ -258,10 +382,15 @@ class Assistant:
             while True:
                 with self._lock:
                     if self._active is not request:
+                        request.finish_reason = "cancelled"
                         return
                     token = next(tokens, None)
-                if token is None or token in self._stop_ids:
+                if token is None:
+                    request.finish_reason = "cancelled" if request.cancel.is_set() else "length"
                     break
+                if token in self._stop_ids:
+                    break
+                request.generated += 1
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
                     self.stats.last_time_to_first_token_s = first_token_at - started

@@ -135,6 +135,16 @@ class MediaConfig:
 
 
 @dataclass
+class ToolCallingConfig:
+    """How the model is told about tools and how its calls are decoded."""
+
+    format: str = field(default="hermes", metadata={"help": "tool-call format the model writes (assistant.tools.formats)"})
+    constrained: bool = field(
+        default=True, metadata={"help": "decode calls under a grammar built from the tools' JSON schemas (xgrammar)"}
+    )
+
+
+@dataclass
 class AssistantConfig:
     """Everything needed to rebuild an assistant: which encoders, connectors and LLM, and limits.
 
@@ -145,6 +155,7 @@ class AssistantConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     modalities: dict[str, ModalityConfig] = field(default_factory=lambda: {"image": ModalityConfig()})
     media: MediaConfig = field(default_factory=MediaConfig)
+    tools: ToolCallingConfig = field(default_factory=ToolCallingConfig)
     system_prompt: str | None = field(default=None, metadata={"help": "used when a conversation has none"})
     prefix_reuse: bool = field(default=True, metadata={"help": "reuse the KV cache of a shared conversation prefix"})
     allow_download: bool = field(default=False, metadata={"help": "let Hugging Face ids download from the hub"})

@@ -91,6 +91,7 @@ class DecodeEngine:
         options: SamplingOptions,
         cancel: threading.Event,
         reuse_prefix: bool = True,
+        constraint: Any = None,
     ) -> Iterator[int]:
         """Prefill what is not cached, then yield sampled token ids until a stop token or the limit.
 
@@ -100,6 +101,8 @@ class DecodeEngine:
             options: Sampling settings.
             cancel: Checked between prefill chunks and before every decode step.
             reuse_prefix: Reuse the cached KV for the longest common prefix.
+            constraint: Optional grammar state with ``mask(logits) -> logits`` (called before each
+                pick) and ``accept(token)`` (after), e.g. ``assistant.tools.grammar.GrammarConstraint``.
         """
         reused = common_prefix_length(self._keys, keys) if reuse_prefix and self._cache is not None else 0
         reused = min(reused, len(keys) - 1)  # at least one position must run to produce logits
@@ -131,7 +134,11 @@ class DecodeEngine:
                 self._keys.extend(keys[reused + start : reused + start + chunk.shape[1]])
                 self.counters.prefill_tokens += chunk.shape[1]
             for step in range(options.max_new_tokens):
+                if constraint is not None:
+                    logits = constraint.mask(logits)
                 token = self._pick(logits, warpers, generator)
+                if constraint is not None:
+                    constraint.accept(token)
                 self.counters.generated_tokens += 1
                 yield token
                 if token in self.stop_token_ids or step == options.max_new_tokens - 1 or cancel.is_set():

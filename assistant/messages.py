@@ -7,8 +7,8 @@ Format (the same for chat, streaming and training rows)::
                           {"type": "image", "image": path | bytes | PIL image | array | data URL},
                           {"type": "video", "video": path | [frames...], "fps": 1.0},
                           {"type": "audio", "audio": ...}],
-     "tool_calls": [...],            # optional, assistant turns that call tools
-     "tool_call_id": ..., "name": ...}  # optional, tool turns
+     "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}],  # assistant turns
+     "tool_call_id": ..., "name": ...}  # tool turns: which call this answers
 
 Validation happens before anything is encoded or cached, so a bad request changes nothing.
 This module knows nothing about tokens or models.
@@ -22,11 +22,11 @@ from typing import Any, Callable
 from assistant.config import MediaConfig
 from assistant.errors import AssistantError
 from assistant.media import LoadedMedia, load_image, load_video
+from assistant.tools.calls import ToolCall, parse_tool_calls
 
 ROLES = ("system", "user", "assistant", "tool")
 MEDIA_TYPES = ("image", "video", "audio")
-PASSTHROUGH_KEYS = ("tool_calls", "tool_call_id", "name")
-RESERVED_CHARACTERS = ("\ue000", "\ue001")  # the prompt builder's media markers
+RESERVED_CHARACTERS = ("\ue000", "\ue001", "\ue002", "\ue003")  # the prompt builder's markers
 
 
 @dataclass
@@ -35,7 +35,9 @@ class Message:
 
     role: str
     parts: list[str | LoadedMedia]
-    extras: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assistant turns
+    tool_call_id: str | None = None  # tool turns
+    name: str | None = None  # tool turns: the tool's name
 
     @property
     def media(self) -> list[LoadedMedia]:
@@ -117,10 +119,16 @@ def validate_messages(
             else:
                 shown = kind if kind is not None else type(part).__name__
                 raise AssistantError(f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)}")
-        extras = {key: message[key] for key in PASSTHROUGH_KEYS if key in message}
-        if not parts and not extras.get("tool_calls") and role != "assistant":
+        calls = parse_tool_calls(message["tool_calls"], where) if message.get("tool_calls") else []
+        if calls and role != "assistant":
+            raise AssistantError(f"{where}: only assistant turns carry tool_calls, not {role}")
+        call_id, name = message.get("tool_call_id"), message.get("name")
+        for key, value in (("tool_call_id", call_id), ("name", name)):
+            if value is not None and not isinstance(value, str):
+                raise AssistantError(f"{where}: {key} must be a string")
+        if not parts and not calls and role != "assistant":
             raise AssistantError(f"{where} ({role}) is empty")
-        parsed.append(Message(role, parts, extras))
+        parsed.append(Message(role, parts, calls, call_id, name))
     if parsed[-1].role not in final_roles:
         raise AssistantError(f"the last message must be a {' or '.join(final_roles)} turn, got {parsed[-1].role!r}")
     return parsed

@@ -19,11 +19,13 @@ from transformers import PreTrainedTokenizerBase
 from assistant.errors import AssistantError
 from assistant.media import Frame
 from assistant.messages import Message
+from assistant.tools.formats import build_tool_format
+from assistant.tools.spec import ToolSpec
 
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_IDS = {"image": -200, "audio": -300}
-_MARKER = re.compile("\ue000(\\d+)\ue001")
+_MARKER = re.compile("\ue000(\\d+)\ue001|\ue002(\\d+)\ue003")  # a media frame | untrusted text
 
 
 @dataclass(frozen=True)
@@ -54,29 +56,49 @@ class Prompt:
 
 
 class PromptBuilder:
-    """Turns validated messages into a ``Prompt`` using the tokenizer's own chat template."""
+    """Turns validated messages (and the tools on offer) into a ``Prompt`` with the LLM's own chat template.
+
+    Tools reach the model through the template when it accepts ``tools=`` (Qwen2.5, Llama 3.x style);
+    otherwise the tool format writes them into the system message, earlier calls into the assistant
+    turns and results into fenced user turns. Message text is data: wherever it spells one of the
+    tokenizer's special or added tokens (``<|im_start|>``...), it is tokenised so that it never
+    yields that token's id, so no text from a user, a file or a tool can forge a turn.
+    """
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         tokens_per_frame: dict[str, int],
         system_prompt: str | None = None,
+        tool_format: str = "hermes",
     ) -> None:
         self.tokenizer = tokenizer
         self.tokens_per_frame = tokens_per_frame
         self.system_prompt = system_prompt
+        self.tool_format = build_tool_format(tool_format)
+        self.native_tools = template_renders_tools(tokenizer)
+        added = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+        self.special_strings = sorted((token for token in added if token), key=len, reverse=True)
 
-    def _template_messages(self, messages: list[Message]) -> tuple[list[dict[str, Any]], list[Frame]]:
-        """Plain-string messages for the chat template, with a marker where each frame goes."""
+    def _template_messages(
+        self, messages: list[Message], tools: list[ToolSpec]
+    ) -> tuple[list[dict[str, Any]], list[Frame], list[str]]:
+        """Plain-string messages for the chat template, with a marker where each frame goes and where
+        untrusted text that spells a special token goes (tokenised apart in ``build``)."""
         frames: list[Frame] = []
-        rendered = []
-        if self.system_prompt and messages[0].role != "system":
-            rendered.append({"role": "system", "content": self.system_prompt})
-        for message in messages:
+        untrusted: list[str] = []
+
+        def guard(text: str) -> str:
+            if not self.spells_special(text):
+                return text
+            untrusted.append(text)
+            return f"\ue002{len(untrusted) - 1}\ue003"
+
+        def content(message: Message, is_result: bool = False) -> str:
             pieces = []
             for part in message.parts:
                 if isinstance(part, str):
-                    pieces.append(part)
+                    pieces.append(guard(self.tool_format.escape_result(part) if is_result else part))
                     continue
                 markers = []
                 for frame, timestamp in zip(part.frames, part.timestamps):
@@ -84,15 +106,50 @@ class PromptBuilder:
                     markers.append(f"{prefix}\ue000{len(frames)}\ue001")
                     frames.append(frame)
                 pieces.append(("Video: " if part.modality == "video" else "") + "".join(markers))
-            rendered.append({"role": message.role, "content": "\n".join(pieces), **message.extras})
-        return rendered, frames
+            return "\n".join(pieces)
 
-    def build(self, messages: list[Message], add_generation_prompt: bool = True) -> Prompt:
+        rendered: list[dict[str, Any]] = []
+        rest = messages
+        system = self.system_prompt if messages[0].role != "system" else None
+        if tools and not self.native_tools:
+            if messages[0].role == "system":
+                system, rest = content(messages[0]), messages[1:]
+            block = self.tool_format.system_block(tools)
+            rendered.append({"role": "system", "content": f"{system}\n\n{block}" if system else block})
+        elif system:
+            rendered.append({"role": "system", "content": system})
+        for message in rest:
+            text = content(message, is_result=message.role == "tool" and not self.native_tools)
+            if message.role == "tool" and not self.native_tools:
+                if rendered and rendered[-1].get("tool_results") is not None:
+                    rendered[-1]["tool_results"].append(text)  # consecutive results share one turn
+                else:
+                    rendered.append({"role": "user", "tool_results": [text]})
+            elif message.role == "tool":
+                rendered.append({"role": "tool", "content": text, "tool_call_id": message.tool_call_id, "name": message.name})
+            elif message.tool_calls and self.native_tools:
+                calls = [guard_strings(call.to_template(), guard) for call in message.tool_calls]
+                rendered.append({"role": "assistant", "content": text, "tool_calls": calls})
+            elif message.tool_calls:
+                calls = [  # the format's own tags stay real tokens; hostile arguments make the call untrusted text
+                    guard(written) if self.spells_special(call.arguments_json()) else written
+                    for call, written in ((call, self.tool_format.render_calls([call])) for call in message.tool_calls)
+                ]
+                rendered.append({"role": "assistant", "content": "\n".join(([text] if text else []) + calls)})
+            else:
+                rendered.append({"role": message.role, "content": text})
+        for message in rendered:
+            if "tool_results" in message:
+                message["content"] = self.tool_format.render_results(message.pop("tool_results"))
+        return rendered, frames, untrusted
+
+    def build(self, messages: list[Message], add_generation_prompt: bool = True, tools: list[ToolSpec] | None = None) -> Prompt:
         """Token ids for the whole conversation (plus the assistant header when asked)."""
-        rendered, frames = self._template_messages(messages)
+        rendered, frames, untrusted = self._template_messages(messages, tools or [])
+        options = {"tools": [spec.openai() for spec in tools]} if tools and self.native_tools else {}
         try:
             text = self.tokenizer.apply_chat_template(
-                rendered, tokenize=False, add_generation_prompt=add_generation_prompt
+                rendered, tokenize=False, add_generation_prompt=add_generation_prompt, **options
             )
         except Exception as error:  # jinja errors from a template that rejects this conversation
             raise AssistantError(f"the chat template cannot render this conversation: {error}") from None
@@ -101,32 +158,50 @@ class PromptBuilder:
         cursor = 0
         for match in _MARKER.finditer(text):
             input_ids += self.encode_text(text[cursor : match.start()])
+            cursor = match.end()
+            if match.group(2) is not None:
+                input_ids += self.encode_untrusted(untrusted[int(match.group(2))])
+                continue
             frame = frames[int(match.group(1))]
             modality = "image"  # video frames use the image encoder; audio gets its own marker kind later
             length = self.tokens_per_frame[modality]
             spans.append(MediaSpan(modality, len(input_ids), length, frame))
             input_ids += [PLACEHOLDER_IDS[modality]] * length
-            cursor = match.end()
         input_ids += self.encode_text(text[cursor:])
         return Prompt(input_ids, spans)
+
+    def spells_special(self, text: str) -> bool:
+        return any(special in text for special in self.special_strings)
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def build_within(self, messages: list[Message], max_tokens: int) -> Prompt:
+    def encode_untrusted(self, text: str) -> list[int]:
+        """Ids for ``text`` that never include a special or added token, even where the text spells one:
+        each such spelling is cut after its first character, so the tokenizer cannot match it."""
+        ids: list[int] = []
+        while True:
+            found = [(text.find(special), special) for special in self.special_strings if special in text]
+            if not found:
+                return ids + self.encode_text(text)
+            at, _ = min(found)
+            ids += self.encode_text(text[: at + 1])
+            text = text[at + 1 :]
+
+    def build_within(self, messages: list[Message], max_tokens: int, tools: list[ToolSpec] | None = None) -> Prompt:
         """Build a prompt of at most ``max_tokens``, dropping the oldest turns if needed.
 
         A turn is a user message and everything after it up to the next user message; the system
         message and the last turn are always kept, and media go with the turn that holds them.
         """
-        prompt = self.build(messages)
+        prompt = self.build(messages, tools=tools)
         if len(prompt.input_ids) <= max_tokens:
             return prompt
         head = 1 if messages[0].role == "system" else 0
         starts = [i for i in range(head, len(messages)) if messages[i].role == "user"]
         for cut in starts[1:]:
             kept = messages[:head] + messages[cut:]
-            trimmed = self.build(kept)
+            trimmed = self.build(kept, tools=tools)
             if len(trimmed.input_ids) <= max_tokens:
                 dropped = len(messages) - len(kept)
                 logger.warning(
@@ -140,3 +215,24 @@ class PromptBuilder:
             f"the last turn alone needs more than the {max_tokens} tokens the context window leaves "
             f"(conversation is {len(prompt.input_ids)} tokens); shorten it or send fewer media items"
         )
+
+
+def template_renders_tools(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the chat template writes the ``tools=`` it is given into the prompt."""
+    probe = {"type": "function", "function": {"name": "zq_probe_tool", "description": "", "parameters": {"type": "object", "properties": {}}}}
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=[probe], tokenize=False)
+    except Exception:  # a template that rejects tools= does not render them
+        return False
+    return "zq_probe_tool" in text
+
+
+def guard_strings(value: Any, guard) -> Any:
+    """``value`` with ``guard`` applied to every string inside it (dicts and lists walked)."""
+    if isinstance(value, str):
+        return guard(value)
+    if isinstance(value, dict):
+        return {key: guard_strings(item, guard) for key, item in value.items()}
+    if isinstance(value, list):
+        return [guard_strings(item, guard) for item in value]
+    return value

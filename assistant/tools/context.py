@@ -1,0 +1,41 @@
+"""What a running tool may see of the conversation that called it.
+
+A tool asks for it with an argument named ``context`` annotated
+``Annotated[ToolContext, InjectedToolArg]``: langchain leaves injected arguments out of the schema the
+model sees, and the tool runner fills this one in. Tools that return media use langchain's
+``response_format="content_and_artifact"`` and return ``(text, parts)``, where ``parts`` is a list of
+content parts in the assistant's message format, e.g. ``[{"type": "image", "image": pil_image}]``.
+This module knows nothing about models or prompts.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.tools import ToolException
+from PIL import Image
+
+CONTEXT_ARGUMENT = "context"
+
+
+@dataclass
+class ToolContext:
+    """The conversation's pictures (oldest first, from user and tool turns), a cancel flag, the assistant."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    assistant: Any = None  # the Assistant running the loop, for plugins that use its own vision
+
+    def image(self, index: int = -1) -> Image.Image:
+        """The ``index``-th picture of the conversation (negative counts from the latest).
+
+        Raises:
+            ToolException: There is no such picture; the message goes back to the model.
+        """
+        if not self.images:
+            raise ToolException("the conversation has no picture to work on")
+        if not -len(self.images) <= index < len(self.images):
+            raise ToolException(f"picture {index} does not exist; the conversation has {len(self.images)}")
+        return self.images[index]

@@ -1,0 +1,93 @@
+"""Constrained decoding of tool calls with xgrammar.
+
+A format's structural tag (free text until ``<tool_call>``, then a call whose arguments follow the
+tool's JSON schema; or only calls; or text that never opens a call) is compiled once per tool set
+and tokenizer, and each request gets a ``GrammarConstraint``: before a token is picked it masks the
+logits to what the grammar allows, after it advances the grammar. The decode engine sees only that
+two-method interface, so KV reuse, sampling and cancellation are unchanged.
+
+Why xgrammar: measured on this project's 2-core CPU with SmolLM2's 49k-token vocabulary
+(``benchmarks/bench_tool_grammar.py``), masking costs well under a millisecond per token against
+~35 ms per decoded token, compilation of a tool set ~0.4 s once (then cached), and its structural
+tags express all four ``tool_choice`` modes directly (``triggered_tags``, ``tags_with_separator``,
+``any_text`` with ``excludes``). llguidance masked as fast per token, but its first mask took seconds
+on this vocabulary. This module knows nothing about prompts or tool execution.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from assistant.errors import AssistantError
+
+
+class GrammarConstraint:
+    """Per-request grammar state: ``mask`` logits before picking, ``accept`` the picked token."""
+
+    def __init__(self, compiled: Any, vocab_size: int) -> None:
+        import xgrammar
+
+        self._xgrammar = xgrammar
+        self.matcher = xgrammar.GrammarMatcher(compiled)
+        self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """(1, V) logits with every token the grammar forbids set to -inf."""
+        self.matcher.fill_next_token_bitmask(self.bitmask)
+        logits = logits.float().clone()
+        self._xgrammar.apply_token_bitmask_inplace(logits, self.bitmask.to(logits.device))
+        return logits
+
+    def accept(self, token: int) -> None:
+        if not self.matcher.accept_token(token):
+            raise AssistantError(f"token {token} is not allowed by the tool-call grammar")
+
+    @property
+    def finished(self) -> bool:
+        return self.matcher.is_terminated()
+
+
+class GrammarCompiler:
+    """Compiles structural tags for one tokenizer; keeps the most recent compiled grammars."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: set[int], cache_size: int = 32) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.stop_token_ids = sorted(stop_token_ids)
+        self.cache_size = cache_size
+        self._compiler = None
+        self._compiled: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def constraint(self, structural_tag: dict[str, Any]) -> GrammarConstraint:
+        """A fresh constraint for one request (compiling the tag unless it is cached)."""
+        key = json.dumps(structural_tag, sort_keys=True)
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._compile(structural_tag)
+                self._compiled[key] = compiled
+                while len(self._compiled) > self.cache_size:
+                    self._compiled.popitem(last=False)
+            self._compiled.move_to_end(key)
+        return GrammarConstraint(compiled, self.vocab_size)
+
+    def _compile(self, structural_tag: dict[str, Any]) -> Any:
+        try:
+            import xgrammar
+        except ImportError:
+            raise AssistantError("constrained tool calling needs xgrammar (pip install xgrammar)") from None
+        if self._compiler is None:
+            info = xgrammar.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=self.vocab_size, stop_token_ids=self.stop_token_ids
+            )
+            self._compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
+        try:
+            return self._compiler.compile_structural_tag(json.dumps(structural_tag))
+        except Exception as error:  # xgrammar raises its own errors for schemas it cannot turn into a grammar
+            raise AssistantError(f"cannot build a tool-call grammar from these tool schemas: {error}") from None

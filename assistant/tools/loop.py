@@ -1,0 +1,77 @@
+"""The tool loop: generate -> run the calls -> append the results -> generate again, until an answer.
+
+The first step uses the caller's ``tool_choice``; later steps use ``followup_tool_choice`` ("auto" by
+default). After ``max_steps`` rounds of calls, calls the model still makes are answered with an error
+result instead of running, and one last step with ``tool_choice="none"`` (its grammar cannot open a
+call) makes the model answer. Every step goes through ``Assistant.stream_events``, so each request
+reuses the previous one's KV prefix and cached media features: a tool's picture is encoded once.
+This module knows nothing about templates, grammars or how a tool runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator
+
+from assistant.errors import AssistantError
+from assistant.tools.context import ToolContext
+from assistant.tools.events import AssistantTurn, Event, ToolResult
+from assistant.tools.runner import Confirm, ToolRunner, refused
+from assistant.tools.spec import parse_tool_choice, tool_specs
+
+
+def run_loop(
+    assistant: Any,
+    messages: list[dict[str, Any]],
+    tools: list[Any],
+    tool_choice: Any = "auto",
+    followup_tool_choice: Any = "auto",
+    parallel_tool_calls: bool = True,
+    max_steps: int = 4,
+    confirm: Confirm | None = None,
+    **sampling: Any,
+) -> Iterator[Event]:
+    """Yield the events of a whole tool-using exchange (see ``Assistant.run_stream``)."""
+    if not isinstance(max_steps, int) or max_steps < 0:
+        raise AssistantError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+    specs = tool_specs(tools)
+    parse_tool_choice(tool_choice, specs)  # bad choices fail before anything runs
+    parse_tool_choice(followup_tool_choice, specs)
+    conversation = list(messages)
+    context = ToolContext(cancel=sampling.pop("cancel", None) or threading.Event(), assistant=assistant)
+    runner = ToolRunner(specs, assistant.config.media, context, confirm, parallel_tool_calls)
+    rounds = 0
+    choice = tool_choice
+    while True:
+        turn = None
+        if context.cancel.is_set():
+            return
+        for event in assistant.stream_events(conversation, tools=specs, tool_choice=choice,
+                                             parallel_tool_calls=parallel_tool_calls, cancel=context.cancel, **sampling):
+            if isinstance(event, AssistantTurn):
+                turn = event
+            yield event
+        conversation.append(turn.message)
+        calls = turn.calls
+        if not calls or turn.finish_reason == "cancelled":
+            return
+        if rounds >= max_steps:
+            for call in calls:
+                result = refused(call, f"not run: this exchange reached max_steps={max_steps} rounds of tool calls")
+                conversation.append(result.message)
+                yield result
+            choice = "none"
+            continue
+        context.images = _pictures(assistant, conversation[:-1])  # what the model saw when it made the calls
+        for event in runner.run(calls):
+            if isinstance(event, ToolResult):
+                conversation.append(event.message)
+            yield event
+        rounds += 1
+        choice = followup_tool_choice
+
+
+def _pictures(assistant: Any, conversation: list[dict[str, Any]]) -> list[Any]:
+    """The conversation's pictures, oldest first, decoded as the assistant decodes them."""
+    parsed = assistant.parse(conversation)
+    return [frame.image for message in parsed for item in message.media if item.modality == "image" for frame in item.frames]
