@@ -131,11 +131,8 @@ class PromptBuilder:
                 calls = [guard_strings(call.to_template(), guard) for call in message.tool_calls]
                 rendered.append({"role": "assistant", "content": text, "tool_calls": calls})
             elif message.tool_calls:
-                calls = [  # the format's own tags stay real tokens; hostile arguments make the call untrusted text
-                    guard(written) if self.spells_special(call.arguments_json()) else written
-                    for call, written in ((call, self.tool_format.render_calls([call])) for call in message.tool_calls)
-                ]
-                rendered.append({"role": "assistant", "content": "\n".join(([text] if text else []) + calls)})
+                calls = self.tool_format.render_calls(message.tool_calls, guard)  # the format's own tags stay real tokens
+                rendered.append({"role": "assistant", "content": "\n".join(([text] if text else []) + [calls])})
             else:
                 rendered.append({"role": message.role, "content": text})
         for message in rendered:

@@ -118,7 +118,8 @@ class Trainer:
         if config.optim.gradient_checkpointing:
             self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.trainable = apply_freeze_policy(self.model, train_connectors=True, train_lora=config.stage == "instruct")
-        self.builder = PromptBuilder(self.assistant.tokenizer, self.model.tokens_per_frame(), self.assistant.config.system_prompt)
+        served = self.assistant.config
+        self.builder = PromptBuilder(self.assistant.tokenizer, self.model.tokens_per_frame(), served.system_prompt, served.tools.format)
         self.features = FeatureCache(self.config.data.feature_cache_mb)
         self.output = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process

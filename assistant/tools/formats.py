@@ -15,7 +15,7 @@ Formats know nothing about tokenizers, models or how calls run.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from assistant.errors import AssistantError
 from assistant.tools.calls import ToolCall
@@ -35,7 +35,8 @@ class ToolFormat:
     def system_block(self, specs: list[ToolSpec]) -> str:
         raise NotImplementedError
 
-    def render_calls(self, calls: list[ToolCall]) -> str:
+    def render_calls(self, calls: list[ToolCall], guard: Callable[[str], str] = str) -> str:
+        """Calls as the model writes them; ``guard`` wraps each call's arguments text (untrusted)."""
         raise NotImplementedError
 
     def render_results(self, results: list[str]) -> str:

@@ -15,7 +15,7 @@ request matches the tokens the model produced and the KV prefix is kept.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from assistant.tools.calls import ToolCall
 from assistant.tools.formats import ToolFormat, register_tool_format
@@ -46,8 +46,8 @@ class HermesFormat(ToolFormat):
     def call_prefix(self, name: str) -> str:
         return f'{self.begin}\n{{"name": {json.dumps(name)}, "arguments": '
 
-    def render_calls(self, calls: list[ToolCall]) -> str:
-        return "\n".join(f"{self.call_prefix(call.name)}{call.arguments_json()}}}\n{self.end}" for call in calls)
+    def render_calls(self, calls: list[ToolCall], guard: Callable[[str], str] = str) -> str:
+        return "\n".join(f"{self.call_prefix(call.name)}{guard(call.arguments_json())}}}\n{self.end}" for call in calls)
 
     def render_results(self, results: list[str]) -> str:
         return "\n".join(f"{RESPONSE_BEGIN}\n{result}\n{RESPONSE_END}" for result in results)
@@ -59,7 +59,7 @@ class HermesFormat(ToolFormat):
 
     def parse_body(self, body: str) -> ToolCall:
         try:
-            data = json.loads(body)
+            data = json.loads(body, strict=False)  # xgrammar's JSON grammar lets raw control characters into strings
         except json.JSONDecodeError as error:
             return _malformed(f"the tool call is not valid JSON ({error.msg}): {body.strip()[:200]!r}")
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):

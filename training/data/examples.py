@@ -20,6 +20,7 @@ from assistant.media import Frame
 from assistant.model import IGNORE_INDEX
 from assistant.messages import Message, validate_messages
 from assistant.processor import PromptBuilder
+from assistant.tools.spec import tool_specs
 from training.data.rows import BadRow, Region, Row
 
 
@@ -39,22 +40,23 @@ def parse_messages(assistant: Assistant, messages: list[dict[str, Any]]) -> list
     )
 
 
-def encode_conversation(builder: PromptBuilder, parsed: list[Message]) -> Example:
-    """Ids for the whole conversation with labels on assistant turns.
+def encode_conversation(builder: PromptBuilder, parsed: list[Message], tools: list[dict[str, Any]] | None = None) -> Example:
+    """Ids for the whole conversation (with ``tools`` on offer) with labels on assistant turns, tool calls included.
 
     Raises:
         BadRow: ``template_not_prefix_stable`` when the template renders a conversation's prefix
             differently from the start of the whole conversation (training would not match serving).
     """
-    full = builder.build(parsed, add_generation_prompt=False)
+    specs = tool_specs(tools)
+    full = builder.build(parsed, add_generation_prompt=False, tools=specs)
     labels = [IGNORE_INDEX] * len(full.input_ids)
     for index, message in enumerate(parsed):
         if message.role != "assistant":
             continue
         if index == 0:
             raise BadRow("malformed_row", "a conversation cannot start with an assistant turn")
-        prompt = builder.build(parsed[:index], add_generation_prompt=True).input_ids
-        through = builder.build(parsed[: index + 1], add_generation_prompt=False).input_ids
+        prompt = builder.build(parsed[:index], add_generation_prompt=True, tools=specs).input_ids
+        through = builder.build(parsed[: index + 1], add_generation_prompt=False, tools=specs).input_ids
         if full.input_ids[: len(through)] != through or through[: len(prompt)] != prompt:
             raise BadRow("template_not_prefix_stable", f"the chat template renders turn {index} differently in context")
         labels[len(prompt) : len(through)] = through[len(prompt) :]
@@ -95,7 +97,7 @@ def check_row(assistant: Assistant, builder: PromptBuilder, row: Row, max_length
         raise BadRow("unreadable_media", str(error)) from None
     except AssistantError as error:
         raise BadRow("malformed_row", str(error)) from None
-    example = encode_conversation(builder, parsed)
+    example = encode_conversation(builder, parsed, row.tools)
     if len(example.input_ids) > max_length:
         raise BadRow("too_long", f"{len(example.input_ids)} tokens, over max_length={max_length}")
     return len(example.input_ids)
@@ -128,7 +130,7 @@ def encode_row(assistant: Assistant, builder: PromptBuilder, row: Row, messages:
     """``row`` (or ``messages``, the row after modality dropout) as an ``Example``; the row's regions
     are attached only when none of its media was dropped, since their indices name the row's media."""
     parsed = parse_messages(assistant, row.messages if messages is None else messages)
-    example = encode_conversation(builder, parsed)
+    example = encode_conversation(builder, parsed, row.tools)
     if row.regions and sum(len(message.media) for message in parsed) == row.media_count:
         example.regions = frame_regions(parsed, row.regions)
     return example

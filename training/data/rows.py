@@ -13,6 +13,16 @@ the lexical ``align`` objective (``training.grounding``)::
 
 ``image`` is the index of the media item among the row's media, in order (default 0), ``box`` its corners as
 fractions of the picture's width and height, ``text`` the words that describe it.
+
+Rows that teach tool use carry the tools on offer as OpenAI function dicts in ``tools``; their assistant
+turns may hold ``tool_calls`` (OpenAI shape) and ``tool`` turns the results, with media parts::
+
+    {"tools": [{"type": "function", "function": {"name": "calculator", "parameters": {...}}}],
+     "messages": [{"role": "user", "content": "What is 12*7?"},
+                  {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                   "function": {"name": "calculator", "arguments": "{\"expression\": \"12*7\"}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "84"},
+                  {"role": "assistant", "content": "12 x 7 = 84."}]}
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from assistant.errors import AssistantError
+from assistant.tools.spec import tool_specs
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +70,7 @@ class Row:
     messages: list[dict[str, Any]]
     question_type: str | None = None
     regions: list[Region] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # OpenAI function dicts on offer in this row
 
     @property
     def media_count(self) -> int:
@@ -229,11 +243,25 @@ def parse_row(record: Any, fallback_id: str, root: Path) -> Row:
     if not assistant_turns:
         raise BadRow("no_assistant_turn", "row has no assistant turn to learn from")
     for message in assistant_turns:
-        if not message_text(message.get("content") or "").strip():
+        if not message_text(message.get("content") or "").strip() and not message.get("tool_calls"):
             raise BadRow("empty_assistant_turn", "an assistant turn is empty")
     row = Row(str(record.get("id", fallback_id)), messages, record.get("question_type"))
     row.regions = parse_regions(record.get("regions"), row.media_count)
+    row.tools = parse_row_tools(record.get("tools"))
     return row
+
+
+def parse_row_tools(value: Any) -> list[dict[str, Any]]:
+    """The row's ``tools`` list (OpenAI function dicts), or ``BadRow`` naming what is wrong with it."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise BadRow("malformed_row", "'tools' must be a list of {'type': 'function', 'function': {...}} objects")
+    try:
+        tool_specs(value)
+    except AssistantError as error:
+        raise BadRow("malformed_row", f"'tools': {error}") from None
+    return value
 
 
 def load_rows(path: str | Path, data_root: str | Path | None = None) -> tuple[list[Row], RowReport]:
