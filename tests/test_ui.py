@@ -161,7 +161,7 @@ def test_stop_ends_the_stream_promptly(fresh_assistant):
 
     before = fresh_assistant.stats.generated_tokens
     stream = handlers.respond({"text": "Describe the image in detail.", "files": []}, [], max_new_tokens=limit, **GREEDY)
-    first_reply, _ = next(stream)
+    first_reply, _, _ = next(stream)
     assert isinstance(first_reply, str) and first_reply
     status = handlers.stop()
     started = time.perf_counter()

@@ -8,8 +8,9 @@ Tools are listed as JSON inside ``<tools></tools>`` in a system message; the mod
 
 and reads results inside ``<tool_response></tool_response>``, which the prompt marks as data.
 Under constrained decoding the call is decoded by an xgrammar structural tag built from the tools'
-JSON schemas, in exactly the layout ``render_calls`` writes back, so a call re-rendered in the next
-request matches the tokens the model produced and the KV prefix is kept.
+JSON schemas, in exactly the layout ``render_calls`` writes back (``json.dumps`` separators, no other
+whitespace), so a call re-rendered in the next request is the text the model produced and, in the
+usual case, the same tokens: the KV prefix is kept across the tool step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from assistant.tools.formats import ToolFormat, register_tool_format
 from assistant.tools.spec import ToolChoice, ToolSpec
 
 RESPONSE_BEGIN, RESPONSE_END = "<tool_response>", "</tool_response>"
-MAX_WHITESPACE = 1  # per gap in the arguments JSON: room for json.dumps's ", " and ": ", none for endless blanks
 
 
 @register_tool_format
@@ -77,8 +77,7 @@ class HermesFormat(ToolFormat):
             return None
         tags = [
             {"type": "tag", "begin": self.call_prefix(spec.name),
-             "content": {"type": "json_schema", "json_schema": spec.parameters, "max_whitespace_cnt": MAX_WHITESPACE},
-             "end": f"}}\n{self.end}"}
+             "content": {"type": "grammar", "grammar": canonical_json_grammar(spec.parameters)}, "end": f"}}\n{self.end}"}
             for spec in offered
         ]
         if choice.mode == "auto":
@@ -93,3 +92,11 @@ def _malformed(reason: str, name: str = "unknown") -> ToolCall:
     call = ToolCall(name, {})
     call.error = reason
     return call
+
+
+def canonical_json_grammar(schema: dict[str, Any]) -> str:
+    """EBNF for JSON matching ``schema`` laid out exactly as ``json.dumps`` writes it (", " and ": ",
+    no other whitespace), so a call the model wrote re-renders to the same text and tokens."""
+    import xgrammar
+
+    return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False, separators=(", ", ": ")))
