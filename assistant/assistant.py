@@ -254,7 +254,8 @@ class Assistant:
         Args:
             messages: Conversation in the typed-content format (see ``stream``).
             tools: langchain tools, OpenAI function dicts or typed, documented functions.
-            tool_choice: ``"auto"`` | ``"none"`` | ``"required"`` | a tool name | ``{"type": "function", "function": {"name"}}``.
+            tool_choice: ``"auto"`` | ``"none"`` | ``"required"`` | a tool name | ``{"type": "function", "function": {"name"}}``;
+                a named tool is called exactly once.
             parallel_tool_calls: Allow several calls in one turn.
             cancel: Event that stops generation when set (``cancel()`` also stops it).
             max_new_tokens, temperature, top_p, stop, seed: As for ``stream``.

@@ -16,12 +16,16 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from assistant import Assistant  # noqa: E402
+from assistant.generation import SamplingOptions  # noqa: E402
 from assistant.tools import tool_spec  # noqa: E402
 from assistant.tools.events import AssistantTurn  # noqa: E402
 from assistant.tools.spec import parse_tool_choice  # noqa: E402
@@ -65,9 +69,6 @@ def decode_once(bot: Assistant, constrained: bool, max_new_tokens: int) -> tuple
     bot.reset_cache()
     prompt = bot.prepare(QUESTION, max_new_tokens, [spec])
     keys = prompt.position_keys()
-    from assistant.generation import SamplingOptions
-    import threading
-
     ids, started, first = [], None, None
     for token in bot._engine.generate(keys, lambda start: bot._embed_suffix(prompt, start), SamplingOptions(max_new_tokens),
                                       threading.Event(), constraint=constraint):
@@ -93,8 +94,6 @@ def llguidance_replay(bot: Assistant, ids: list[int]) -> tuple[float, float] | N
     lark = f"start: {json.dumps(prefix)} args {json.dumps(chr(125) + chr(10) + '</tool_call>')}\nargs: %json {schema}\n"
     matcher = llguidance.LLMatcher(tokenizer, llguidance.LLMatcher.grammar_from_lark(lark))
     bitmask = lltorch.allocate_token_bitmask(1, vocab)
-    import torch
-
     seconds = []
     for token in ids:
         logits = torch.zeros(1, vocab)

@@ -55,3 +55,36 @@ def test_efficientnet_feature_layers_fold_onto_the_same_grid():
     assert torch.equal(tokens[:, 0].reshape(2, 80, 2, 2), stride16[:, :, :2, :2])
     with pytest.raises(AssistantError, match="feature_layer"):
         EfficientNetLite0Encoder(feature_layer=16)
+
+
+def test_forced_plugin_call_is_schema_valid_and_the_loop_ends_in_an_answer(default_assistant):
+    """The 135M default, told to call a plugin (as ``/weather`` does in the UI), writes valid arguments
+    under the grammar, reads the result, and answers from it; the prefix is kept across the tool step."""
+    import json
+
+    import jsonschema
+
+    from assistant.tools import tool_spec
+    from plugins import plugin
+
+    @plugin
+    def weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: The city's name, e.g. "Paris".
+        """
+        return f"It is sunny and 21 degrees Celsius in {city}."
+
+    question = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+    reused_before = default_assistant.stats.reused_tokens
+    new = default_assistant.run(question, tools=[weather], tool_choice="weather", followup_tool_choice="none", max_new_tokens=64)
+    assert [message["role"] for message in new] == ["assistant", "tool", "assistant"]
+    [call] = new[0]["tool_calls"]
+    arguments = json.loads(call["function"]["arguments"])
+    jsonschema.validate(arguments, tool_spec(weather).parameters)
+    assert call["function"]["name"] == "weather" and "Paris" in arguments["city"]
+    assert new[1]["content"][0]["text"].startswith("It is sunny")  # the call ran
+    answer = new[2]["content"]
+    assert "tool_calls" not in new[2] and ("21" in answer or "sunny" in answer.lower()), answer
+    assert default_assistant.stats.reused_tokens - reused_before > 100  # the answer step reused the call step's prefix

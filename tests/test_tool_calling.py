@@ -216,6 +216,15 @@ def test_named_choice_forces_that_tool_and_none_forbids_calls(bot):
     assert "tool_calls" not in step.message
 
 
+def test_a_named_choice_makes_exactly_one_call_even_with_parallel_calls_allowed(bot):
+    """``/plugin`` in the UI forces one call: a random model must not run on into a second, cut-off call."""
+    for seed in range(10):
+        step = _turn(bot.stream_events(QUESTION, tools=[FORECAST, MOVE], tool_choice="move", max_new_tokens=300,
+                                       temperature=1.0, seed=seed, parallel_tool_calls=True))
+        assert [c["function"]["name"] for c in step.message["tool_calls"]] == ["move"], seed
+        assert step.finish_reason == "tool_calls"
+
+
 def _choice(mode):
     from assistant.tools.spec import ToolChoice
 

@@ -82,9 +82,9 @@ class HermesFormat(ToolFormat):
         ]
         if choice.mode == "auto":
             body = {"type": "triggered_tags", "triggers": [self.begin], "tags": tags, "stop_after_first": not parallel}
-        else:  # required or forced: the reply is the call(s) and nothing else
+        else:  # required: the reply is the call(s) and nothing else; forced: exactly one call of that tool
             body = {"type": "tags_with_separator", "tags": tags, "separator": "\n", "at_least_one": True,
-                    "stop_after_first": not parallel}
+                    "stop_after_first": not parallel or choice.mode == "forced"}
         return {"type": "structural_tag", "format": body}
 
 
