@@ -39,7 +39,7 @@ from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
 from assistant.tools.events import AssistantTurn, Event
 from assistant.tools.formats import CallStreamParser
-from assistant.tools.grammar import GrammarCompiler
+from assistant.tools.grammar import GrammarCompiler, bounded_specs
 from assistant.tools.loop import run_loop
 from assistant.tools.runner import Confirm
 from assistant.tools.spec import parse_tool_choice, tool_specs
@@ -271,7 +271,8 @@ class Assistant:
         tool_format = self.prompt_builder.tool_format
         constraint = None
         if self.config.tools.constrained and specs:
-            tag = tool_format.structural_tag(specs, choice, parallel_tool_calls)
+            bounded = bounded_specs(specs, self.config.tools.max_string_chars, self.config.tools.max_array_items)  # no endless values
+            tag = tool_format.structural_tag(bounded, choice, parallel_tool_calls)
             constraint = self._grammars.constraint(tag) if tag else None
         request = _Request(cancel or threading.Event())
         return self._events(prompt, options, request, constraint, CallStreamParser(tool_format))

@@ -142,6 +142,19 @@ class ToolCallingConfig:
     constrained: bool = field(
         default=True, metadata={"help": "decode calls under a grammar built from the tools' JSON schemas (xgrammar)"}
     )
+    max_string_chars: int = field(
+        default=1000,
+        metadata={"help": "longest string argument the grammar allows where a tool's schema sets no maxLength"},
+    )
+    max_array_items: int = field(
+        default=100, metadata={"help": "most items of an array argument the grammar allows where a schema sets no maxItems"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_string_chars", "max_array_items"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AssistantError(f"tools.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from assistant.tools import ToolContext, ToolPolicy, tool_spec
 from assistant.tools.calls import ToolCall
 from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolResult
 from assistant.tools.formats import CallStreamParser, build_tool_format
+from assistant.tools.grammar import bounded_schema
 from assistant.tools.runner import ToolRunner
 
 FORECAST = {
@@ -183,17 +184,31 @@ def test_stream_parser_keeps_text_that_only_looks_like_a_tag_and_flags_cut_calls
 # ---------------------------------------------------------------- constrained decoding
 
 
-def test_random_model_under_the_grammar_always_writes_valid_calls(bot):
-    """tool_choice='required': 100 sampling seeds of a random tiny LLM, every call parses and validates.
+@tool(parse_docstring=True)
+def label(names: list[str], weight: float, count: int) -> str:
+    """Label things; nothing in the schema bounds these values.
 
-    The schemas bound every value: a random model never closes an unbounded number or string, and its
-    call is then cut off at ``max_new_tokens`` (reported as an error result, see the loop tests)."""
-    schemas = {"forecast": FORECAST["function"]["parameters"], "move": MOVE["function"]["parameters"]}
+    Args:
+        names: Any names.
+        weight: Any number.
+        count: Any integer.
+    """
+    return "ok"
+
+
+def test_random_model_under_the_grammar_always_writes_valid_calls(make_config):
+    """tool_choice='required': 100 sampling seeds of a random tiny LLM, every call parses and validates,
+    also for a tool whose schema bounds nothing (the grammar bounds strings, numbers and arrays)."""
+    config = make_config()
+    config.llm.max_context_tokens = 4096
+    config.tools.max_string_chars, config.tools.max_array_items = 8, 4  # a random model's values end within max_new_tokens
+    bot = Assistant.from_config(config)
+    schemas = {spec.name: spec.parameters for spec in map(tool_spec, [FORECAST, MOVE, label])}
     names = []
     for seed in range(100):
-        tools = [FORECAST] if seed % 2 else [FORECAST, MOVE]
+        tools = [[FORECAST], [FORECAST, MOVE], [label, MOVE]][seed % 3]
         events = list(bot.stream_events(QUESTION, tools=tools, tool_choice="required", parallel_tool_calls=False,
-                                        max_new_tokens=300, temperature=1.0, seed=seed))
+                                        max_new_tokens=400, temperature=1.0, seed=seed))
         turn = _turn(events)
         assert turn.finish_reason == "tool_calls", (seed, turn)
         assert turn.message["content"] == "" and not any(isinstance(e, TextDelta) for e in events)
@@ -201,7 +216,24 @@ def test_random_model_under_the_grammar_always_writes_valid_calls(bot):
         name = call["function"]["name"]
         jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[name])
         names.append(name)
-    assert set(names) == {"forecast", "move"}
+    assert set(names) == {"forecast", "move", "label"}
+
+
+def test_bounded_schema_narrows_only_unbounded_values():
+    schema = {"type": "object", "properties": {
+        "text": {"type": "string"}, "short": {"type": "string", "maxLength": 3}, "kind": {"type": "string", "enum": ["a"]},
+        "count": {"type": "integer", "minimum": 0}, "ratio": {"type": ["number", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "nested": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/x"}]}}, "$defs": {"x": {"type": "integer"}}}
+    bounded = bounded_schema(schema, 50, 100)
+    properties = bounded["properties"]
+    assert properties["text"] == {"type": "string", "maxLength": 50}
+    assert properties["short"] == {"type": "string", "maxLength": 3} and properties["kind"] == {"type": "string", "enum": ["a"]}
+    assert properties["count"] == {"type": "integer", "minimum": 0, "maximum": 10**15}
+    assert properties["ratio"]["minimum"] == -(10**15) and properties["ratio"]["maximum"] == 10**15
+    assert properties["tags"] == {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 100}
+    assert properties["nested"]["anyOf"][0]["maxLength"] == 50 and bounded["$defs"]["x"]["maximum"] == 10**15
+    assert schema["properties"]["text"] == {"type": "string"}  # the schema the model is shown is unchanged
 
 
 def test_named_choice_forces_that_tool_and_none_forbids_calls(bot):
@@ -211,7 +243,8 @@ def test_named_choice_forces_that_tool_and_none_forbids_calls(bot):
     tag = bot.prompt_builder.tool_format.structural_tag([tool_spec(add)], _choice("none"), True)
     constraint = bot._grammars.constraint(tag)
     assert not constraint.matcher.accept_string("Sure: <tool_call>")
-    assert bot._grammars.constraint(tag).matcher.accept_string("Sure: <tool>")
+    assert bot._grammars.constraint(tag).matcher.accept_string("Sure: <b>bold</b>")
+    assert not bot._grammars.constraint(tag).matcher.accept_string("<tool_response>")  # nor can it forge a result
     step = _turn(bot.stream_events(QUESTION, tools=[add], tool_choice="none", max_new_tokens=40, temperature=1.0, seed=1))
     assert "tool_calls" not in step.message
 

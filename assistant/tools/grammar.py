@@ -16,6 +16,7 @@ on this vocabulary. This module knows nothing about prompts or tool execution.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -24,6 +25,54 @@ from typing import Any
 import torch
 
 from assistant.errors import AssistantError
+from assistant.tools.spec import ToolSpec
+
+
+LARGEST_NUMBER = 10**15  # below 2**53, so every integer the grammar allows survives a float round trip
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_VALUES = ("items", "additionalProperties", "not")
+
+
+def bounded_schema(schema: Any, max_string_chars: int, max_array_items: int) -> Any:
+    """A copy of a JSON schema in which every value has a finite size, for the grammar only.
+
+    A small model under a grammar can go on writing one unbounded value forever (digits of an
+    integer, a string that repeats): strings get ``maxLength``, numbers ``minimum``/``maximum`` of
+    +-10**15, arrays ``maxItems`` where the schema sets none. Values are only narrowed, so a call
+    the grammar allows still validates against the schema the model was shown.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    bounded = dict(schema)
+    for key in _SCHEMA_LISTS:
+        if isinstance(bounded.get(key), list):
+            bounded[key] = [bounded_schema(item, max_string_chars, max_array_items) for item in bounded[key]]
+    for key in _SCHEMA_MAPS:
+        if isinstance(bounded.get(key), dict):
+            bounded[key] = {name: bounded_schema(item, max_string_chars, max_array_items) for name, item in bounded[key].items()}
+    for key in _SCHEMA_VALUES:
+        if isinstance(bounded.get(key), dict):
+            bounded[key] = bounded_schema(bounded[key], max_string_chars, max_array_items)
+    if "enum" in bounded or "const" in bounded:
+        return bounded
+    kinds = bounded.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if "string" in kinds and not {"maxLength", "pattern", "format"} & bounded.keys():
+        bounded["maxLength"] = max_string_chars
+    if {"integer", "number"} & kinds:
+        if not {"minimum", "exclusiveMinimum"} & bounded.keys():
+            bounded["minimum"] = -LARGEST_NUMBER
+        if not {"maximum", "exclusiveMaximum"} & bounded.keys():
+            bounded["maximum"] = LARGEST_NUMBER
+    if "array" in kinds and "maxItems" not in bounded:
+        bounded["maxItems"] = max(max_array_items, bounded.get("minItems", 0))
+    return bounded
+
+
+def bounded_specs(specs: list[ToolSpec], max_string_chars: int, max_array_items: int) -> list[ToolSpec]:
+    """``specs`` with ``bounded_schema`` applied to each argument schema (what the grammar is built from)."""
+    return [dataclasses.replace(spec, parameters=bounded_schema(spec.parameters, max_string_chars, max_array_items)) for spec in specs]
 
 
 class GrammarConstraint:

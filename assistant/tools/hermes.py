@@ -70,8 +70,11 @@ class HermesFormat(ToolFormat):
         return ToolCall(data["name"], arguments)
 
     def structural_tag(self, specs: list[ToolSpec], choice: ToolChoice, parallel: bool) -> dict[str, Any] | None:
+        # Reply text never writes a result fence, even a misspelt one: after a result the default echoed
+        # "<tool_response>", then "<tool_response >" and "<tool-response>" as each was excluded. With
+        # "none" nothing may start like a tag of ours; with "auto" only the call trigger may.
         if choice.mode == "none":
-            return {"type": "structural_tag", "format": {"type": "any_text", "excludes": [self.begin]}}
+            return {"type": "structural_tag", "format": {"type": "any_text", "excludes": ["<tool", "</tool"]}}
         offered = [spec for spec in specs if choice.mode != "forced" or spec.name == choice.name]
         if not offered:
             return None
@@ -81,7 +84,8 @@ class HermesFormat(ToolFormat):
             for spec in offered
         ]
         if choice.mode == "auto":
-            body = {"type": "triggered_tags", "triggers": [self.begin], "tags": tags, "stop_after_first": not parallel}
+            body = {"type": "triggered_tags", "triggers": [self.begin], "tags": tags, "stop_after_first": not parallel,
+                    "excludes": ["<tool_response", "<tool-", "<tool>", "<tool ", "</tool"]}
         else:  # required: the reply is the call(s) and nothing else; forced: exactly one call of that tool
             body = {"type": "tags_with_separator", "tags": tags, "separator": "\n", "at_least_one": True,
                     "stop_after_first": not parallel or choice.mode == "forced"}
