@@ -12,20 +12,22 @@ from typing import Annotated, Any, Literal
 
 from langchain_core.tools import InjectedToolArg, ToolException
 from PIL import Image
+from pydantic import Field
 
 from assistant.tools.context import ToolContext
 from plugins.base import plugin
 
 QUARTER_TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+MAX_PICTURES = 64  # the schema's bound on the picture index, well above any conversation's media limit
 FLIPS = {"horizontal": Image.Transpose.FLIP_LEFT_RIGHT, "vertical": Image.Transpose.FLIP_TOP_BOTTOM}
 
 
 @plugin(returns_media=True)
 def transform_image(
-    rotate: int = 0,
+    rotate: Annotated[int, Field(ge=-360, le=360)] = 0,
     flip: Literal["none", "horizontal", "vertical"] = "none",
     grayscale: bool = False,
-    image: int = -1,
+    image: Annotated[int, Field(ge=-MAX_PICTURES, lt=MAX_PICTURES)] = -1,
     context: Annotated[ToolContext, InjectedToolArg] = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Rotate, mirror or convert to grayscale a picture from the conversation, and show the result.

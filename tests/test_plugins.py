@@ -266,6 +266,8 @@ def test_transform_image_errors_and_schema_hides_context():
     parameters = tool_spec(transform_image).parameters
     assert "context" not in parameters["properties"] and "context" not in parameters.get("required", [])
     assert set(parameters["properties"]) == {"rotate", "flip", "grayscale", "image"}
+    assert (parameters["properties"]["rotate"]["minimum"], parameters["properties"]["rotate"]["maximum"]) == (-360, 360)
+    assert parameters["properties"]["image"]["minimum"] == -64  # a bounded index: no endless digits under the grammar
 
 
 def test_save_note_appends_to_the_notes_file(tmp_path, monkeypatch):
