@@ -1,4 +1,5 @@
-"""The chat UI in headless Chromium on the real default assistant: upload, ask, stream, stop, screenshot.
+"""The chat UI in headless Chromium on the real default assistant: upload, ask, stream, stop, screenshot;
+a ``/plugin`` call shown as a collapsible message with the picture the tool returned; Approve and Deny.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and Selenium; without them the test is skipped,
 unless ``REQUIRE_BROWSER=1`` (as in CI), where it fails instead. The screenshot is written to
@@ -30,6 +31,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic", "--window-size=1280,1000",
 )
 SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "ui_screenshot.png"
+PLUGIN_SCREENSHOT = SCREENSHOT.with_name("ui_plugins.png")
 MAX_FILE_MB = 5.0
 DEFAULT_MAX_NEW_TOKENS = 256  # the UI's "Max new tokens" slider default
 # With a trained default adapter shipped, the reply must contain the example's answer from
@@ -177,3 +179,84 @@ def test_shipped_example_runs_offline_in_chromium(driver, served):
     assert not reply.startswith(ERROR_TITLE), f"the example failed: {reply!r}"
     assert driver.find_elements(By.CSS_SELECTOR, "[data-testid='user'] img"), "the example's image is shown in the chat"
     _stop_if_generating(driver, bot, tokens_before)
+
+
+def _open_chat(driver, url):
+    """A fresh page (a new browser session) and its message box."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    return _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#message textarea"), 30, "the message box")[0]
+
+
+def _tool_message(driver, name: str):
+    """The bot message whose collapsible title names the plugin ``name`` (None while there is none)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        for message in driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot']"):
+            titles = message.find_elements(By.CSS_SELECTOR, ".thought-group .title")
+            if titles and name in titles[0].text:
+                return message
+    except StaleElementReferenceException:
+        pass
+    return None
+
+
+def _finish(driver, bot, tokens_before: int) -> None:
+    """Stop the reply that follows a tool result (the default is not trained to answer from tools)."""
+    _stop_if_generating(driver, bot, tokens_before)
+    _wait_for(lambda: not _stop_button(driver), 30, "the reply to end")
+
+
+def test_plugin_command_shows_a_collapsible_call_and_the_picture_it_returned(driver, served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, bot = served
+    tokens_before = bot.stats.generated_tokens
+    textarea = _open_chat(driver, url)
+    driver.find_element(By.CSS_SELECTOR, "#message input[type=file]").send_keys(str(EXAMPLES_DIR / "scene_1.png"))
+    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#message [aria-label='File thumbnail'] img"), 15, "the upload")
+    textarea.send_keys("/transform_image rotate this picture 90 degrees")
+    textarea.send_keys(Keys.ENTER)
+
+    call = _wait_for(lambda: _tool_message(driver, "transform_image"), 60, "the transform_image call message")
+    _wait_for(lambda: call.find_elements(By.CSS_SELECTOR, ".duration"), 30, "the call to finish (its duration shown)")
+    assert "error" not in call.text, f"the call failed: {call.text!r}"
+    call.find_element(By.CSS_SELECTOR, ".thought-group .title").click()  # expand: arguments and result inside
+    _wait_for(lambda: "rotated" in call.text, 10, "the expanded call to show its result")
+    assert '"rotate"' in call.text
+    pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the tool's picture")
+    assert pictures[0].size["width"] > 50, "the picture the tool returned is shown in the chat"
+    PLUGIN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(PLUGIN_SCREENSHOT))
+    _finish(driver, bot, tokens_before)
+
+
+def test_a_side_effecting_plugin_waits_for_approve_or_deny(driver, served, tmp_path, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    notes = tmp_path / "notes.md"
+    monkeypatch.setenv("MMA_NOTES_FILE", str(notes))  # save_note reads it at each call
+    url, bot = served
+    approval = lambda: driver.find_element(By.ID, "approval").text  # noqa: E731
+    for button, written in (("deny", False), ("approve", True)):
+        tokens_before = bot.stats.generated_tokens
+        textarea = _open_chat(driver, url)
+        textarea.send_keys("/save_note Save a note: buy milk.")  # "/save_note buy milk": the default's call runs on
+        textarea.send_keys(Keys.ENTER)
+        logger.info("asking for save_note, then pressing %s", button)
+        _wait_for(lambda: "wants to run" in approval(), 60, "the approval request")
+        call = _tool_message(driver, "save_note")
+        assert call is not None and "awaiting approval" in call.text
+        assert not notes.exists(), "nothing is written before approval"
+        driver.find_element(By.ID, button).click()
+        _wait_for(lambda: "wants to run" not in approval(), 15, f"{button} to be taken")  # then the call's result
+        call = _wait_for(lambda: (m := _tool_message(driver, "save_note")) and "awaiting" not in m.text and m, 30, "the result")
+        assert ("error" in call.text) != written, call.text  # the title: "save_note" or "save_note · error"
+        assert notes.exists() == written
+        _finish(driver, bot, tokens_before)
+    assert notes.read_text().startswith("## ")  # one dated note
