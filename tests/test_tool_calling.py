@@ -488,3 +488,63 @@ def test_templates_that_accept_tools_render_them_natively(tiny_assistant):
     finally:
         tokenizer.chat_template = original
     assert not PromptBuilder(tokenizer, tiny_assistant.model.tokens_per_frame()).native_tools
+
+
+class ScriptedAssistant:
+    """Stands in for an assistant decoding without the grammar: each step makes the calls it is given."""
+
+    def __init__(self, steps: list[list[ToolCall]]) -> None:
+        self.steps = list(steps)
+        self.config = type("Config", (), {"media": MediaConfig()})()
+        self.choices: list = []
+
+    def parse(self, messages):
+        return []
+
+    def stream_events(self, messages, tools, tool_choice, **options):
+        self.choices.append(tool_choice)
+        calls = self.steps.pop(0) if self.steps else []
+        message = {"role": "assistant", "content": "" if calls else "done"}
+        if calls:
+            message["tool_calls"] = [call.to_openai() for call in calls]
+        yield AssistantTurn(message, "tool_calls" if calls else "stop", calls=calls)
+
+
+def test_calls_the_tool_choice_forbids_never_run_even_without_the_grammar():
+    from assistant.tools.loop import run_loop
+
+    ran = []
+
+    @tool(parse_docstring=True)
+    def record(word: str) -> str:
+        """Record a word.
+
+        Args:
+            word: The word.
+        """
+        ran.append(word)
+        return "recorded"
+
+    @tool(parse_docstring=True)
+    def other(word: str) -> str:
+        """Another tool.
+
+        Args:
+            word: The word.
+        """
+        ran.append("other:" + word)
+        return "other"
+
+    scripted = ScriptedAssistant([[ToolCall("record", {"word": "a"})]])
+    results = [e for e in run_loop(scripted, QUESTION, [record], tool_choice="none") if isinstance(e, ToolResult)]
+    assert ran == [] and not results[0].ok and "tool_choice='none'" in _text(results[0])
+
+    scripted = ScriptedAssistant([[ToolCall("other", {"word": "b"}), ToolCall("record", {"word": "c"})]])
+    results = [e for e in run_loop(scripted, QUESTION, [record, other], tool_choice="record") if isinstance(e, ToolResult)]
+    assert ran == ["c"] and [r.ok for r in results] == [False, True] and "names 'record'" in _text(results[0])
+
+    endless = ScriptedAssistant([[ToolCall("record", {"word": str(step)})] for step in range(10)])
+    events = list(run_loop(endless, QUESTION, [record], tool_choice="auto", max_steps=2))
+    assert ran == ["c", "0", "1"]  # two rounds ran; the third round's call and the final step's call are refused
+    assert endless.choices == ["auto", "auto", "auto", "none"] and len(endless.steps) == 6  # and then it stops
+    assert sum(isinstance(e, ToolResult) and not e.ok for e in events) == 2

@@ -30,7 +30,7 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     id: str = field(default_factory=new_call_id)
-    error: str | None = field(default=None, compare=False)  # set when the model's call text could not be parsed
+    error: str | None = field(default=None, compare=False)  # why it must not run: unparsable text, a forbidden tool
 
     def arguments_json(self) -> str:
         return json.dumps(self.arguments, ensure_ascii=False)

@@ -14,10 +14,11 @@ import threading
 from typing import Any, Iterator
 
 from assistant.errors import AssistantError
+from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
 from assistant.tools.events import AssistantTurn, Event, ToolResult
 from assistant.tools.runner import Confirm, ToolRunner, refused
-from assistant.tools.spec import parse_tool_choice, tool_specs
+from assistant.tools.spec import ToolChoice, parse_tool_choice, tool_specs
 
 
 def run_loop(
@@ -60,8 +61,11 @@ def run_loop(
                 result = refused(call, f"not run: this exchange reached max_steps={max_steps} rounds of tool calls")
                 conversation.append(result.message)
                 yield result
-            choice = "none"
+            if rounds > max_steps:  # even the last step called (possible only without the grammar): stop here
+                return
+            rounds, choice = rounds + 1, "none"
             continue
+        _refuse_calls_the_choice_forbids(calls, parse_tool_choice(choice, specs))
         context.images = _pictures(assistant, conversation[:-1])  # what the model saw when it made the calls
         for event in runner.run(calls):
             if isinstance(event, ToolResult):
@@ -69,6 +73,20 @@ def run_loop(
             yield event
         rounds += 1
         choice = followup_tool_choice
+
+
+def _refuse_calls_the_choice_forbids(calls: list[ToolCall], choice: ToolChoice) -> None:
+    """Mark calls the step's ``tool_choice`` does not allow, so they get an error result instead of running.
+
+    Under the grammar a model cannot make them; without it (``tools.constrained=False``) it can.
+    """
+    for call in calls:
+        if call.error:
+            continue
+        if choice.mode == "none":
+            call.error = f"tool_choice='none' allows no tool calls; {call.name!r} did not run"
+        elif choice.mode == "forced" and call.name != choice.name:
+            call.error = f"tool_choice names {choice.name!r}; {call.name!r} did not run"
 
 
 def _pictures(assistant: Any, conversation: list[dict[str, Any]]) -> list[Any]:
