@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from assistant import Assistant  # noqa: E402
 from assistant.generation import SamplingOptions  # noqa: E402
 from assistant.tools import tool_spec  # noqa: E402
+from assistant.tools.grammar import bounded_specs  # noqa: E402
 from assistant.tools.events import AssistantTurn  # noqa: E402
 from assistant.tools.spec import parse_tool_choice  # noqa: E402
 
@@ -61,10 +62,16 @@ class TimedConstraint:
         self.seconds[-1] += time.perf_counter() - started
 
 
+def forced_tag(bot: Assistant, spec) -> dict:
+    """The structural tag the assistant builds for ``tool_choice="calculator"`` (values bounded as it bounds them)."""
+    bounded = bounded_specs([spec], bot.config.tools.max_string_chars, bot.config.tools.max_array_items)
+    return bot.prompt_builder.tool_format.structural_tag(bounded, parse_tool_choice("calculator", [spec]), False)
+
+
 def decode_once(bot: Assistant, constrained: bool, max_new_tokens: int) -> tuple[float, int, list[float], list[int]]:
     """(tok/s, tokens, constraint seconds per token, generated ids) for one forced call."""
     spec = tool_spec(CALCULATOR)
-    tag = bot.prompt_builder.tool_format.structural_tag([spec], parse_tool_choice("calculator", [spec]), False)
+    tag = forced_tag(bot, spec)
     constraint = TimedConstraint(bot._grammars.constraint(tag)) if constrained else None
     bot.reset_cache()
     prompt = bot.prepare(QUESTION, max_new_tokens, [spec])
@@ -115,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     bot = Assistant.from_pretrained()
     spec = tool_spec(CALCULATOR)
-    tag = bot.prompt_builder.tool_format.structural_tag([spec], parse_tool_choice("calculator", [spec]), False)
+    tag = forced_tag(bot, spec)
     started = time.perf_counter()
     bot._grammars.constraint(tag)
     compile_s = time.perf_counter() - started

@@ -7,11 +7,14 @@ logits to what the grammar allows, after it advances the grammar. The decode eng
 two-method interface, so KV reuse, sampling and cancellation are unchanged.
 
 Why xgrammar: measured on this project's 2-core CPU with SmolLM2's 49k-token vocabulary
-(``benchmarks/bench_tool_grammar.py``), masking costs well under a millisecond per token against
-~35 ms per decoded token, compilation of a tool set ~0.4 s once (then cached), and its structural
-tags express all four ``tool_choice`` modes directly (``triggered_tags``, ``tags_with_separator``,
-``any_text`` with ``excludes``). llguidance masked as fast per token, but its first mask took seconds
-on this vocabulary. This module knows nothing about prompts or tool execution.
+(``python benchmarks/bench_tool_grammar.py --repeats 7``, a forced call of 42 tokens), mask + accept
+cost 0.44 ms per token (median) against ~70 ms per decoded token, end-to-end decode speed was
+unchanged (14.2 tok/s with and without), and a tool set compiles in ~0.13 s once (then cached). Its
+structural tags express all four ``tool_choice`` modes directly (``triggered_tags``,
+``tags_with_separator``, ``any_text`` with ``excludes``). llguidance masked faster per token
+(0.10 ms), but its first mask took 2.1-6.3 s on this vocabulary, a delay before the first token.
+Every value is bounded first (``bounded_schema``) so that a small model cannot write one forever.
+This module knows nothing about prompts or tool execution.
 """
 
 from __future__ import annotations
