@@ -122,7 +122,7 @@ def test_get_plugin_error_lists_available_names():
 def test_available_plugins_has_the_builtins():
     plugins = available_plugins()
     assert plugins["calculator"] is calculator and plugins["transform_image"] is transform_image
-    assert plugins["save_note"] is save_note
+    assert plugins["save_note"] is save_note and "search_knowledge" in plugins
     assert available_plugins() == plugins  # the second call registers nothing new
 
 
