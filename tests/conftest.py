@@ -128,3 +128,23 @@ def image_files(tmp_path_factory) -> list[str]:
         image.save(path)
         paths.append(str(path))
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence_model(tmp_path_factory) -> str:
+    """A tiny random BERT as a sentence-transformers model (the packaged MiniLM's tokenizer, random weights)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from assistant.embedders import packaged_minilm_folder
+
+    folder = tmp_path_factory.mktemp("tiny_st")
+    bert = folder / "bert"
+    tokenizer = BertTokenizerFast.from_pretrained(str(packaged_minilm_folder()))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    transformer = models.Transformer(str(bert), max_seq_length=64)
+    SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")]).save(str(folder / "st"))
+    return str(folder / "st")

@@ -22,7 +22,6 @@ from PIL import Image
 from assistant.errors import AssistantError
 from plugins.retrieval import IndexConfig, KnowledgeBase, KnowledgeRetriever, TextEmbedder, knowledge_tool
 from plugins.retrieval.documents import chunk_pages, read_document, scan_folder
-from plugins.retrieval.embedders import packaged_minilm_folder
 
 PARAGRAPHS = [
     "The refund policy allows returns within thirty days of purchase when the receipt is kept.",
@@ -30,25 +29,6 @@ PARAGRAPHS = [
     "The annual meeting of the gardening club takes place every spring in the town hall.",
     "A healthy diet includes vegetables, fruit, whole grains and enough water every day.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_sentence_model(tmp_path_factory) -> str:
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny_st")
-    bert = folder / "bert"
-    tokenizer = BertTokenizerFast.from_pretrained(str(packaged_minilm_folder()))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
-    transformer = models.Transformer(str(bert), max_seq_length=64)
-    SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")]).save(str(folder / "st"))
-    return str(folder / "st")
 
 
 class ColourHead:

@@ -7,7 +7,7 @@ vector index (``index``: FAISS or Qdrant) -> the persisted knowledge base (``sto
 and the retriever (``tool``).
 """
 
-from plugins.retrieval.embedders import CLIPEmbedder, TextEmbedder, build_embedder
+from assistant.embedders import CLIPEmbedder, TextEmbedder, build_embedder
 from plugins.retrieval.index import IndexConfig
 from plugins.retrieval.store import Hit, IngestReport, KnowledgeBase, Record
 from plugins.retrieval.tool import KnowledgeRetriever, knowledge_tool

@@ -22,7 +22,7 @@ from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs
 from assistant.config import MediaConfig
 from assistant.errors import AssistantError
 from assistant.media import load_image
-from plugins.retrieval.embedders import DEFAULT_TEXT_MODEL
+from assistant.embedders import DEFAULT_TEXT_MODEL
 from plugins.retrieval.index import IndexConfig
 from plugins.retrieval.store import KnowledgeBase, iter_hits_text
 from plugins.retrieval.tool import knowledge_dir

@@ -42,7 +42,7 @@ from assistant.config import MediaConfig
 from assistant.errors import AssistantError
 from assistant.media import load_image
 from plugins.retrieval.documents import FoundFile, chunk_pages, read_document, scan_folder
-from plugins.retrieval.embedders import DEFAULT_TEXT_MODEL, Embedder, build_embedder, check_text_length
+from assistant.embedders import DEFAULT_TEXT_MODEL, Embedder, build_embedder, check_text_length, resolve_image_head
 from plugins.retrieval.index import FaissIndex, IndexConfig, QdrantIndex, build_index
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class KnowledgeBase:
         embedder: Embedder | None = None,
         index: IndexConfig | None = None,
         embedder_model: str = DEFAULT_TEXT_MODEL,
+        image_head: str | None = "auto",
         chunk_tokens: int = 200,
         overlap_tokens: int = 40,
         max_file_mb: float = 50.0,
@@ -119,6 +120,8 @@ class KnowledgeBase:
                 ``build_embedder(embedder_model)`` for a new index.
             index: Vector index settings for a new index (an existing index keeps its own).
             embedder_model: A sentence-transformers or CLIP model for a new index ("default": MiniLM).
+            image_head: A new index's picture side for a sentence-transformers model (see
+                ``assistant.embedders.build_embedder``; "auto": the shipped head with MiniLM).
             chunk_tokens: Most embedder tokens per text chunk (at most what the embedder reads).
             overlap_tokens: Tokens shared by neighbouring chunks.
             max_file_mb: Larger files are skipped.
@@ -133,7 +136,7 @@ class KnowledgeBase:
         manifest = self._read_manifest()
         if manifest is None:
             self.index_config = index or IndexConfig()
-            self.embedder_spec = {"model": embedder_model, "kind": "auto"}
+            self.embedder_spec = {"model": embedder_model, "kind": "auto", "image_head": resolve_image_head(embedder_model, image_head)}
             self.generation = 0
             self.next_id = 0
         else:
@@ -141,7 +144,8 @@ class KnowledgeBase:
             self.embedder_spec = manifest["embedder"]
             self.generation = manifest["generation"]
             self.next_id = manifest["next_id"]
-        self.embedder = embedder or build_embedder(self.embedder_spec["model"], self.embedder_spec.get("kind", "auto"))
+        self.embedder = embedder or build_embedder(self.embedder_spec["model"], self.embedder_spec.get("kind", "auto"),
+                                                   image_head=self.embedder_spec.get("image_head"))
         if manifest is not None and manifest["embedder"]["name"] != self.embedder.name:
             raise AssistantError(
                 f"the index at {self.folder} was built with {manifest['embedder']['name']}, not {self.embedder.name}; "

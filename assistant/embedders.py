@@ -106,7 +106,7 @@ class TextEmbedder:
         if self.image_head is None:
             raise AssistantError(
                 f"the embedder {self.name} has no picture side: give it an image head (the project's, trained with "
-                "training.train_image_head) or use a CLIP/SigLIP checkpoint to index pictures"
+                "training.image_head) or use a CLIP/SigLIP checkpoint to index pictures"
             )
         return _unit(self.image_head.embed(images))
 
@@ -161,15 +161,44 @@ def _features(output: Any) -> torch.Tensor:
     raise AssistantError("the CLIP model returned features in an unknown shape")
 
 
-def build_embedder(model: str = DEFAULT_TEXT_MODEL, kind: str = "auto", allow_download: bool = False, image_head: Any = None) -> Embedder:
-    """``kind``: "sentence-transformers", "clip", or "auto" (clip when the checkpoint's config says CLIP/SigLIP)."""
+def resolve_image_head(model: str, image_head: str | None) -> str | None:
+    """``"auto"``: the shipped head when the text model is the default and a head is shipped; else as given."""
+    if image_head != "auto":
+        return image_head
+    from assistant.image_text import SHIPPED_IMAGE_HEAD, WEIGHTS_FILE
+
+    return "default" if model == DEFAULT_TEXT_MODEL and (SHIPPED_IMAGE_HEAD / WEIGHTS_FILE).is_file() else None
+
+
+def build_embedder(model: str = DEFAULT_TEXT_MODEL, kind: str = "auto", allow_download: bool = False,
+                   image_head: str | None = "auto") -> Embedder:
+    """An embedder by name.
+
+    Args:
+        model: "default" (the packaged MiniLM), a sentence-transformers id or folder, or a CLIP/SigLIP one.
+        kind: "sentence-transformers", "clip", or "auto" (clip when the checkpoint's config says CLIP/SigLIP).
+        allow_download: Let a hub id download (otherwise the local cache only).
+        image_head: For sentence-transformers: "default" (the shipped head), a folder saved by
+            ``ImageTextModel.save``, None (text only), or "auto" (the shipped head with the default model).
+
+    Raises:
+        AssistantError: Unknown kind, a model that does not load, or a head trained for another text model.
+    """
     if kind == "auto":
         kind = "clip" if _is_clip_checkpoint(model) else "sentence-transformers"
     if kind == "clip":
         return CLIPEmbedder(model, allow_download=allow_download)
-    if kind == "sentence-transformers":
-        return TextEmbedder(model, allow_download=allow_download, image_head=image_head)
-    raise AssistantError(f"unknown embedder kind {kind!r}; use sentence-transformers, clip or auto")
+    if kind != "sentence-transformers":
+        raise AssistantError(f"unknown embedder kind {kind!r}; use sentence-transformers, clip or auto")
+    head = None
+    image_head = resolve_image_head(model, image_head)
+    if image_head is not None:
+        from assistant.image_text import ImageTextModel
+
+        head = ImageTextModel.load(None if image_head == "default" else image_head)
+        if head.text_model != model:
+            raise AssistantError(f"the image head {image_head} was trained for the text model {head.text_model!r}, not {model!r}")
+    return TextEmbedder(model, allow_download=allow_download, image_head=head)
 
 
 def _is_clip_checkpoint(model: str) -> bool:
