@@ -19,7 +19,7 @@ A package makes its plugins available by declaring them in its ``pyproject.toml`
     [project.entry-points."multimodal_assistant.plugins"]
     word_count = "my_package.tools:word_count"
 
-``available_plugins()`` returns the built-ins (``calculator``, ``transform_image``, ``save_note``,
+``available_plugins()`` returns the built-ins (``calculator``, ``caption_image``, ``transform_image``, ``save_note``,
 ``search_knowledge`` over the user's own files, see ``plugins.retrieval``)
 and every installed entry-point plugin. Nothing here imports gradio or ``training``.
 """

@@ -4,7 +4,7 @@ Plugins arrive three ways and all pass through ``register_plugin``, which refuse
 function-name rule of ``assistant.tools.spec.TOOL_NAME``), tools that cannot be described to a
 model, and a second tool under a name already taken:
 
-* the built-ins (``calculator``, ``transform_image``, ``save_note``, ``search_knowledge``);
+* the built-ins (``calculator``, ``caption_image``, ``transform_image``, ``save_note``, ``search_knowledge``);
 * third-party packages declaring the entry-point group ``multimodal_assistant.plugins``; each entry
   point loads to a ``BaseTool``, a list of them, or a plain typed, documented function (wrapped with
   ``@plugin``); one that fails to load is logged and skipped, never fatal;
@@ -26,6 +26,7 @@ from assistant.errors import AssistantError
 from assistant.tools.spec import tool_spec
 from plugins.base import check_plugin_name, plugin
 from plugins.calculator import calculator
+from plugins.captioning import caption_image
 from plugins.image_tools import transform_image
 from plugins.notes import save_note
 from plugins.retrieval.tool import knowledge_tool
@@ -33,7 +34,7 @@ from plugins.retrieval.tool import knowledge_tool
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multimodal_assistant.plugins"
-BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, transform_image, save_note, knowledge_tool())
+BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool())
 
 _plugins: dict[str, BaseTool] = {}
 _lock = threading.RLock()
