@@ -117,20 +117,22 @@ class CLIPEmbedder:
     supports_images = True
 
     def __init__(self, model: str, device: str = "cpu", allow_download: bool = False, trust_remote_code: bool = False) -> None:
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+        options = {"local_files_only": not allow_download, "trust_remote_code": trust_remote_code}
         try:
-            self.model = AutoModel.from_pretrained(model, local_files_only=not allow_download, trust_remote_code=trust_remote_code).to(device).eval()
-            self.processor = AutoProcessor.from_pretrained(model, local_files_only=not allow_download, trust_remote_code=trust_remote_code)
+            self.model = AutoModel.from_pretrained(model, **options).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(model, **options)
+            self.image_processor = AutoImageProcessor.from_pretrained(model, **options)
         except Exception as error:  # OSError / ValueError from transformers for missing or odd checkpoints
             raise AssistantError(f"cannot load the CLIP/SigLIP checkpoint {model!r}: {error}") from None
         if not hasattr(self.model, "get_text_features") or not hasattr(self.model, "get_image_features"):
             raise AssistantError(f"{model!r} is not a CLIP-style model (it has no text and image towers)")
         self.device = device
         self.name = f"clip:{model}"
-        self.dim = int(self.model.config.projection_dim if hasattr(self.model.config, "projection_dim") else self.model.config.text_config.hidden_size)
-        self.max_tokens = int(getattr(self.model.config.text_config, "max_position_embeddings", 77)) - 2
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.max_tokens = int(self.model.config.text_config.max_position_embeddings) - 2
+        self.dim = 0
+        self.dim = int(self.embed_texts(["a probe"]).shape[1])  # CLIP projects, SigLIP does not: ask the model
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -146,7 +148,7 @@ class CLIPEmbedder:
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        inputs = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt").to(self.device)
+        inputs = self.image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt").to(self.device)
         return _unit(_features(self.model.get_image_features(**inputs)).cpu().numpy())
 
 

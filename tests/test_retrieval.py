@@ -318,3 +318,34 @@ def test_the_langchain_retriever_works_inside_a_chain(tmp_path, corpus, embedder
     assert answer.splitlines()[0].startswith(str(corpus / "notes" / "diet.md"))
     documents = retriever.invoke(PARAGRAPHS[0])
     assert documents[0].metadata["kind"] == "text" and documents[0].metadata["page"] == 1 and len(documents) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> str:
+    """A tiny random CLIP with both towers, a tokenizer and an image processor, saved as a checkpoint folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from conftest import _make_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    tokenizer = _make_tokenizer(folder)
+    torch.manual_seed(2)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(tokenizer),
+                max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_tiny_random_clip_loads_by_path_and_indexes_text_and_pictures(tmp_path, corpus, tiny_clip):
+    knowledge = KnowledgeBase(tmp_path / "index", embedder_model=tiny_clip, chunk_tokens=40, overlap_tokens=8)
+    assert knowledge.embedder.name == f"clip:{tiny_clip}" and knowledge.embedder.dim == 16
+    report = knowledge.ingest(corpus, progress=False)
+    assert len(report.added) == 5 and {r.kind for r in knowledge.records} == {"text", "picture"}
+    chunk = next(record for record in knowledge.records if record.source.endswith("diet.md"))
+    assert top(knowledge, chunk.text).id == chunk.id  # its own text through the text tower comes first
+    assert top(knowledge, Image.open(corpus / "blue.png"), kind="picture").source.endswith("blue.png")
+    reopened = KnowledgeBase(tmp_path / "index")  # the manifest names the CLIP checkpoint: no embedder needed
+    assert reopened.embedder.name == knowledge.embedder.name and reopened.records == knowledge.records

@@ -108,8 +108,8 @@ class KnowledgeBase:
         index: IndexConfig | None = None,
         embedder_model: str = DEFAULT_TEXT_MODEL,
         image_head: str | None = "auto",
-        chunk_tokens: int = 200,
-        overlap_tokens: int = 40,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
         max_file_mb: float = 50.0,
     ) -> None:
         """Open ``folder`` (created on the first ingest).
@@ -122,8 +122,9 @@ class KnowledgeBase:
             embedder_model: A sentence-transformers or CLIP model for a new index ("default": MiniLM).
             image_head: A new index's picture side for a sentence-transformers model (see
                 ``assistant.embedders.build_embedder``; "auto": the shipped head with MiniLM).
-            chunk_tokens: Most embedder tokens per text chunk (at most what the embedder reads).
-            overlap_tokens: Tokens shared by neighbouring chunks.
+            chunk_tokens: Most embedder tokens per text chunk (at most what the embedder reads);
+                default: the index's own setting, for a new index min(200, what the embedder reads).
+            overlap_tokens: Tokens shared by neighbouring chunks (default: the index's, or a fifth of a chunk).
             max_file_mb: Larger files are skipped.
 
         Raises:
@@ -152,6 +153,9 @@ class KnowledgeBase:
                 "open it with that embedder or ingest into a new folder"
             )
         self.embedder_spec = {**self.embedder_spec, "name": self.embedder.name, "dim": self.embedder.dim}
+        chunking = (manifest or {}).get("chunking", {})
+        chunk_tokens = chunk_tokens or chunking.get("chunk_tokens") or min(200, self.embedder.max_tokens)
+        overlap_tokens = overlap_tokens if overlap_tokens is not None else chunking.get("overlap_tokens", chunk_tokens // 5)
         if not 1 <= chunk_tokens <= self.embedder.max_tokens:
             raise AssistantError(f"chunk_tokens must be in 1..{self.embedder.max_tokens} for {self.embedder.name}, got {chunk_tokens}")
         if not 0 <= overlap_tokens < chunk_tokens:
@@ -375,6 +379,7 @@ class KnowledgeBase:
             manifest = {
                 "format_version": FORMAT_VERSION, "generation": generation, "next_id": self.next_id,
                 "embedder": self.embedder_spec, "index": dataclasses.asdict(self.index_config), "records": len(records),
+                "chunking": {"chunk_tokens": self.chunk_tokens, "overlap_tokens": self.overlap_tokens},
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             _atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1))
