@@ -88,3 +88,54 @@ def test_forced_plugin_call_is_schema_valid_and_the_loop_ends_in_an_answer(defau
     answer = new[2]["content"]
     assert "tool_calls" not in new[2] and ("21" in answer or "sunny" in answer.lower()), answer
     assert default_assistant.stats.reused_tokens - reused_before > 100  # the answer step reused the call step's prefix
+
+
+@pytest.fixture(scope="module")
+def scene_index(tmp_path_factory):
+    """20 generated scenes in a knowledge base built with the shipped embedders (MiniLM + image head)."""
+    import random
+
+    from plugins.retrieval import KnowledgeBase
+    from training.data.scene_layout import generate_scene
+    from training.data.scene_render import scene_png
+    from training.data.scenes import scene_seed
+
+    folder = tmp_path_factory.mktemp("scenes")
+    scenes = [generate_scene(random.Random(scene_seed(7, "retrieval_check", index))) for index in range(20)]
+    for index, scene in enumerate(scenes):
+        (folder / f"scene_{index:02d}.png").write_bytes(scene_png(scene))
+    knowledge = KnowledgeBase(folder / "index")
+    assert knowledge.embedder.supports_images, "the shipped image head should give the default index a picture side"
+    knowledge.ingest(folder, progress=False)
+    return knowledge, scenes
+
+
+def test_captions_find_their_scene_among_20_with_the_shipped_image_head(scene_index):
+    from training.data.scene_questions import caption
+
+    knowledge, scenes = scene_index
+    found = sum(knowledge.search(caption(scene), k=1, kind="picture")[0].record.source.endswith(f"scene_{index:02d}.png")
+                for index, scene in enumerate(scenes))
+    assert found >= 18  # measured: 20 of 20
+
+
+@pytest.mark.parametrize("target", [8, 14])
+def test_a_forced_retrieval_call_finds_the_picture_and_the_follow_up_is_answered_from_it(default_assistant, scene_index, target):
+    import random
+
+    from plugins.retrieval import knowledge_tool
+    from training.data.scene_questions import caption, colour_question
+
+    knowledge, scenes = scene_index
+    description = caption(scenes[target])
+    question = [{"role": "user", "content": "Find the picture with " + description[0].lower() + description[1:]}]
+    encoded = default_assistant.stats.encoder_calls
+    new = default_assistant.run(question, tools=[knowledge_tool(knowledge)], tool_choice="search_knowledge",
+                                followup_tool_choice="none", max_new_tokens=120)
+    result = new[1]["content"]
+    assert result[0]["text"].startswith("[1] picture 1 of this result: ") and f"scene_{target:02d}.png" in result[0]["text"].split("\n")[0]
+    assert [part["type"] for part in result[1:]] == ["image"] * (len(result) - 1) >= ["image"]
+    assert default_assistant.stats.encoder_calls > encoded  # the retrieved pictures went through the encoder
+    follow_up = colour_question(scenes[target], random.Random(target))
+    answer = default_assistant.chat(question + new + [{"role": "user", "content": follow_up.question}], max_new_tokens=12)
+    assert follow_up.answer in answer.lower(), (follow_up, answer)
