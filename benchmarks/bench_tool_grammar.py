@@ -28,7 +28,6 @@ from assistant import Assistant  # noqa: E402
 from assistant.generation import SamplingOptions  # noqa: E402
 from assistant.tools import tool_spec  # noqa: E402
 from assistant.tools.grammar import bounded_specs  # noqa: E402
-from assistant.tools.events import AssistantTurn  # noqa: E402
 from assistant.tools.spec import parse_tool_choice  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "What is 12 times 7, plus 3?"}]
@@ -76,7 +75,7 @@ def decode_once(bot: Assistant, constrained: bool, max_new_tokens: int) -> tuple
     bot.reset_cache()
     prompt = bot.prepare(QUESTION, max_new_tokens, [spec])
     keys = prompt.position_keys()
-    ids, started, first = [], None, None
+    ids, first = [], None
     for token in bot._engine.generate(keys, lambda start: bot._embed_suffix(prompt, start), SamplingOptions(max_new_tokens),
                                       threading.Event(), constraint=constraint):
         if first is None:

@@ -26,9 +26,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import ConfigDict, Field
 
+from assistant.config import MediaConfig
 from assistant.errors import AssistantError
 from assistant.media import load_image
-from assistant.config import MediaConfig
 from plugins.base import plugin
 from plugins.retrieval.store import Hit, KnowledgeBase
 
