@@ -1,6 +1,10 @@
-"""Evaluate an adapter on rows in the training formats, plus a text-only regression check.
+"""Evaluate an adapter on rows in the training formats, plus a text-only regression check; or the
+retrieval and captioning plugins' models (``training.retrieval_eval``).
 
     python -m training.evaluate --adapter DIR --data test.jsonl [--max-rows N] [--out report.json]
+    python -m training.evaluate --task retrieval [--scenes 1000] [--embedder default]   # picture <-> text Recall@k
+    python -m training.evaluate --task documents                                        # document hit@5
+    python -m training.evaluate --task captions [--adapter DIR | --captioner MODEL]     # BLEU-4 and CIDEr
 
 Every assistant turn of every row is answered by the ``Assistant`` (greedy, earlier turns given as
 gold history) and scored: accuracy per question type (normalised exact match), overall VQA accuracy
@@ -114,14 +118,23 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions"], default="vqa",
+                        help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval")
     parser.add_argument("--adapter", help="adapter artifact folder (default: the built-in default)")
-    parser.add_argument("--data", required=True, help="rows: LLaVA .json/.jsonl or messages .jsonl")
+    parser.add_argument("--data", help="rows: LLaVA .json/.jsonl or messages .jsonl (task vqa)")
+    parser.add_argument("--scenes", type=int, default=None, help="scenes per split (retrieval: 1000, captions: 200)")
+    parser.add_argument("--embedder", default="default", help="retrieval/documents: a sentence-transformers or CLIP model")
+    parser.add_argument("--captioner", default=None, help="captions: a Hugging Face image-to-text model instead of the assistant")
     parser.add_argument("--data-root", help="media paths are relative to this (default: the data file's folder)")
     parser.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N rows")
     parser.add_argument("--skip-text-check", action="store_true", help="skip the text-only regression check")
     parser.add_argument("--out", help="write the full JSON report (with every answer) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.task != "vqa":
+        return plugin_task(args)
+    if not args.data:
+        parser.error("--data is required for --task vqa")
     try:
         tuned = Assistant.from_pretrained(args.adapter)
         rows, row_report = load_rows(args.data, args.data_root)
@@ -140,6 +153,31 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("results for %s on %s:\n%s", args.adapter or "the built-in default", args.data, format_table(report))
     if args.out:
         Path(args.out).write_text(json.dumps({**report, "answers": records}, indent=1))
+    return 0
+
+
+def plugin_task(args: argparse.Namespace) -> int:
+    """Run a retrieval or captioning task and print (and optionally write) its report."""
+    from training import retrieval_eval
+
+    try:
+        if args.task == "captions":
+            from assistant.captioning import AssistantCaptioner, HFCaptioner
+
+            captioner = HFCaptioner(args.captioner) if args.captioner else AssistantCaptioner(Assistant.from_pretrained(args.adapter))
+            report = retrieval_eval.caption_quality(captioner, args.scenes or 200)
+        else:
+            from assistant.embedders import build_embedder
+
+            embedder = build_embedder(args.embedder)
+            report = (retrieval_eval.picture_retrieval(embedder, args.scenes or 1000) if args.task == "retrieval"
+                      else retrieval_eval.document_retrieval(embedder))
+    except AssistantError as error:
+        logger.error("%s", error)
+        return 2
+    print(json.dumps(report, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
 
 
