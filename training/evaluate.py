@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="rows: LLaVA .json/.jsonl or messages .jsonl (task vqa)")
     parser.add_argument("--scenes", type=int, default=None, help="scenes per split (retrieval: 1000, captions: 200)")
     parser.add_argument("--embedder", default="default", help="retrieval/documents: a sentence-transformers or CLIP model")
+    parser.add_argument("--chunk-tokens", type=int, default=None, help="documents: chunk size in embedder tokens (default: the index default)")
     parser.add_argument("--captioner", default=None, help="captions: a Hugging Face image-to-text model instead of the assistant")
     parser.add_argument("--data-root", help="media paths are relative to this (default: the data file's folder)")
     parser.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N rows")
@@ -171,7 +172,7 @@ def plugin_task(args: argparse.Namespace) -> int:
 
             embedder = build_embedder(args.embedder)
             report = (retrieval_eval.picture_retrieval(embedder, args.scenes or 1000) if args.task == "retrieval"
-                      else retrieval_eval.document_retrieval(embedder))
+                      else retrieval_eval.document_retrieval(embedder, chunk_tokens=args.chunk_tokens))
     except AssistantError as error:
         logger.error("%s", error)
         return 2

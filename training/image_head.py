@@ -179,7 +179,7 @@ def train(config: ImageHeadConfig) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 50 == 0:
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", temperature=f"{float(head.logit_scale.exp()):.1f}")
     train_s = time.perf_counter() - started - prepared_s

@@ -79,20 +79,20 @@ def document_corpus(folder: Path, organisations: int = 120, seed: int = 0) -> li
     return questions
 
 
-def document_retrieval(embedder: Any, organisations: int = 120, seed: int = 0, k: int = 5) -> dict[str, Any]:
+def document_retrieval(embedder: Any, organisations: int = 120, seed: int = 0, k: int = 5, chunk_tokens: int | None = None) -> dict[str, Any]:
     """hit@k over the generated corpus, through a real ``KnowledgeBase`` ingest in a temp folder."""
     from plugins.retrieval import KnowledgeBase
 
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         questions = document_corpus(root / "corpus", organisations, seed)
-        knowledge = KnowledgeBase(root / "index", embedder=embedder)
+        knowledge = KnowledgeBase(root / "index", embedder=embedder, chunk_tokens=chunk_tokens)
         report = knowledge.ingest(root / "corpus", progress=False)
         hits = 0
         for question, name, answer in tqdm(questions, desc="questions", unit="q"):
             found = knowledge.search(question, k=k, kind="text")
             hits += any(name in hit.record.text and answer in hit.record.text for hit in found)
-        return {"embedder": embedder.name, "documents": len(report.added), "chunks": report.records,
+        return {"embedder": embedder.name, "chunk_tokens": knowledge.chunk_tokens, "documents": len(report.added), "chunks": report.records,
                 "questions": len(questions), f"hit@{k}": round(hits / len(questions), 4)}
 
 
