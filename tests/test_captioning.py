@@ -116,3 +116,37 @@ def test_sharded_captioning_joins_to_the_same_rows(grounded_bot, pictures, tmp_p
     assert rows(single) == rows(sharded)
     texts = lambda path: {json.loads(line)["image"]: json.loads(line)["caption"] for line in path.read_text().splitlines()}  # noqa: E731
     assert texts(single) == texts(sharded)  # greedy captions do not depend on the sharding
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory) -> str:
+    """A tiny random BLIP captioner (the packaged MiniLM's BERT tokenizer, random weights), saved by path."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    from assistant.embedders import packaged_minilm_folder
+
+    folder = tmp_path_factory.mktemp("tiny_blip")
+    tokenizer = BertTokenizerFast.from_pretrained(str(packaged_minilm_folder()))
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=tokenizer.vocab_size,
+                max_position_embeddings=64, bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id)
+    BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text, projection_dim=16)).save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_tiny_random_hf_captioner_loads_by_path_and_captions_a_folder(tiny_blip, pictures, tmp_path):
+    from assistant.captioning import HFCaptioner
+    from assistant.errors import AssistantError
+
+    captioner = HFCaptioner(tiny_blip, max_new_tokens=6)
+    first = captioner.caption(Image.new("RGB", (40, 40), "red"))
+    assert first.text and first.objects == () and captioner.caption(Image.new("RGB", (40, 40), "red")) == first  # greedy
+    out = tmp_path / "rows.jsonl"
+    written, _ = caption_folder(pictures, out, captioner, "short")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == 4 and {row["captioner"] for row in rows} == {f"hf:{tiny_blip}"} and all("regions" not in row for row in rows)
+    with pytest.raises(AssistantError, match="cannot load the image-to-text model"):
+        HFCaptioner(str(tmp_path / "nothing"))
