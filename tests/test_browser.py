@@ -260,3 +260,35 @@ def test_a_side_effecting_plugin_waits_for_approve_or_deny(driver, served, tmp_p
         assert notes.exists() == written
         _finish(driver, bot, tokens_before)
     assert notes.read_text().startswith("## ")  # one dated note
+
+
+def test_a_search_knowledge_call_shows_the_retrieved_pictures(driver, served, tmp_path, monkeypatch):
+    import random
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from plugins.retrieval import KnowledgeBase
+    from training.data.scene_layout import generate_scene
+    from training.data.scene_questions import caption
+    from training.data.scene_render import scene_png
+    from training.data.scenes import scene_seed
+
+    scenes = [generate_scene(random.Random(scene_seed(7, "retrieval_check", index))) for index in range(6)]
+    for index, scene in enumerate(scenes):
+        (tmp_path / f"scene_{index:02d}.png").write_bytes(scene_png(scene))
+    KnowledgeBase(tmp_path / "index").ingest(tmp_path, progress=False)
+    monkeypatch.setenv("MMA_KNOWLEDGE_DIR", str(tmp_path / "index"))  # the plugin opens it at its first call
+    url, bot = served
+    tokens_before = bot.stats.generated_tokens
+    textarea = _open_chat(driver, url)
+    textarea.send_keys("/search_knowledge " + caption(scenes[4]))
+    textarea.send_keys(Keys.ENTER)
+    call = _wait_for(lambda: _tool_message(driver, "search_knowledge"), 90, "the search_knowledge call message")
+    _wait_for(lambda: call.find_elements(By.CSS_SELECTOR, ".duration"), 60, "the search to finish")
+    call.find_element(By.CSS_SELECTOR, ".thought-group .title").click()
+    _wait_for(lambda: "scene_04.png" in call.text, 10, "the result to name the best picture first")
+    assert call.text.index("[1]") < call.text.index("scene_04.png") < call.text.index("[2]")
+    pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the retrieved pictures")
+    assert len(pictures) >= 2, "the retrieved pictures are shown in the chat"
+    _finish(driver, bot, tokens_before)
