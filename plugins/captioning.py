@@ -1,7 +1,8 @@
 """``caption_image``: a caption for a picture of the conversation, and captioning a whole folder.
 
 In the chat, the plugin describes one of the conversation's pictures with the loaded assistant's
-own vision (``detail="detailed"`` adds the objects its connector grounds, each with a box).
+own vision (``detail="detailed"`` adds the objects its connector grounds, each with a box), or with
+the Hugging Face image-to-text model named by ``$MMA_CAPTION_MODEL`` when that is set.
 
 On a folder it writes JSONL rows that are at once training rows (messages format, with
 ``regions`` from the grounded objects where there are any) and ``{image, caption}`` pairs for
@@ -10,16 +11,18 @@ on them::
 
     python -m plugins.captioning photos/ --out photos/captions.jsonl            # the built-in assistant
     python -m plugins.captioning photos/ --model Salesforce/blip-image-captioning-base   # an HF captioner
-    accelerate launch -m plugins.captioning photos/ --out photos/captions.jsonl  # shard over processes
+    accelerate launch -m plugins.captioning photos/ --out photos/captions.jsonl  # shard over GPUs
+    torchrun --nproc_per_node 2 -m plugins.captioning photos/ --out photos/captions.jsonl   # over CPU processes
 
 Image paths in the rows are relative to the output file's folder (put it in or above the pictures).
-Under ``accelerate launch`` every process captions its share of the files into its own part file,
+Under ``accelerate launch`` or ``torchrun`` every process captions its share of the files into its own part file,
 and the main process joins them in file order. Unreadable pictures are listed and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -50,6 +53,15 @@ def describe(result: Caption) -> str:
     return "\n".join(lines)
 
 
+CAPTION_MODEL_VARIABLE = "MMA_CAPTION_MODEL"
+
+
+@functools.lru_cache(maxsize=2)
+def hf_captioner(model: str) -> HFCaptioner:
+    """One loaded image-to-text model per name (the plugin is called many times)."""
+    return HFCaptioner(model)
+
+
 @plugin(timeout_s=120.0)
 def caption_image(
     detail: Literal["short", "detailed"] = "short",
@@ -66,7 +78,9 @@ def caption_image(
         raise ToolException("caption_image needs the conversation's assistant; run it through the assistant's tool runner")
     picture = context.image(image)
     try:
-        return describe(AssistantCaptioner(context.assistant).caption(picture, detail))
+        model = os.environ.get(CAPTION_MODEL_VARIABLE)
+        captioner = hf_captioner(model) if model else AssistantCaptioner(context.assistant)
+        return describe(captioner.caption(picture, detail))
     except AssistantError as error:
         raise ToolException(str(error)) from None
 
@@ -148,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adapter", default=None, help="an assistant artifact folder to caption with (default: the built-in one)")
     parser.add_argument("--detail", choices=sorted(PROMPTS), default="detailed")
     args = parser.parse_args(argv)
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what makes torchrun's processes a gloo group
     out = Path(args.out or Path(args.folder) / "captions.jsonl")
     try:
         if args.model:

@@ -150,3 +150,14 @@ def test_a_tiny_random_hf_captioner_loads_by_path_and_captions_a_folder(tiny_bli
     assert written == 4 and {row["captioner"] for row in rows} == {f"hf:{tiny_blip}"} and all("regions" not in row for row in rows)
     with pytest.raises(AssistantError, match="cannot load the image-to-text model"):
         HFCaptioner(str(tmp_path / "nothing"))
+
+
+def test_the_plugin_uses_the_hf_captioner_named_in_the_environment(tiny_blip, grounded_bot, monkeypatch):
+    from assistant.captioning import HFCaptioner
+
+    monkeypatch.setenv("MMA_CAPTION_MODEL", tiny_blip)
+    picture = Image.new("RGB", (40, 40), "green")
+    context = ToolContext(images=[picture], assistant=grounded_bot)
+    [result] = [e for e in ToolRunner([tool_spec(caption_image)], MediaConfig(), context).run([ToolCall("caption_image", {})])
+                if isinstance(e, ToolResult)]
+    assert result.ok and result.message["content"][0]["text"] == HFCaptioner(tiny_blip, max_new_tokens=40).caption(picture).text
