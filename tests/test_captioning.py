@@ -161,3 +161,26 @@ def test_the_plugin_uses_the_hf_captioner_named_in_the_environment(tiny_blip, gr
     [result] = [e for e in ToolRunner([tool_spec(caption_image)], MediaConfig(), context).run([ToolCall("caption_image", {})])
                 if isinstance(e, ToolResult)]
     assert result.ok and result.message["content"][0]["text"] == HFCaptioner(tiny_blip, max_new_tokens=40).caption(picture).text
+
+
+def test_torchrun_shards_a_folder_over_two_cpu_processes(grounded_bot, pictures, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    artifact = tmp_path / "artifact"
+    grounded_bot.save_pretrained(artifact)
+    out = tmp_path / "rows.jsonl"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "-m", "plugins.captioning", str(pictures), "--out", str(out), "--adapter", str(artifact), "--detail", "short"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "caption 1/2" in done.stderr and done.stdout.count("rows written") == 1  # two shards, one join
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["image"] for row in rows] == ["photos/a.png", "photos/b.png", "photos/d.jpg", "photos/more/c.png"]
+    assert not list(tmp_path.glob("rows.jsonl.part*"))
