@@ -204,6 +204,39 @@ def _tool_message(driver, name: str):
     return None
 
 
+def _has_duration(message) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return bool(message.find_elements(By.CSS_SELECTOR, ".duration"))
+
+
+def _finished_tool_message(driver, name: str, done=_has_duration):
+    """The tool message for ``name`` once ``done(message)`` holds; None before (re-found each time: streaming re-renders)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        message = _tool_message(driver, name)
+        return message if message is not None and done(message) else None
+    except StaleElementReferenceException:
+        return None
+
+
+def _expanded_text(driver, name: str) -> str:
+    """Open the tool message's collapsible part and return its text ("" while it re-renders)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        message = _tool_message(driver, name)
+        if message is None:
+            return ""
+        if "[1]" not in message.text and "Arguments" not in message.text:
+            message.find_element(By.CSS_SELECTOR, ".thought-group .title").click()
+        return message.text
+    except StaleElementReferenceException:
+        return ""
+
+
 def _finish(driver, bot, tokens_before: int) -> None:
     """Stop the reply that follows a tool result (the default is not trained to answer from tools)."""
     _stop_if_generating(driver, bot, tokens_before)
@@ -222,12 +255,12 @@ def test_plugin_command_shows_a_collapsible_call_and_the_picture_it_returned(dri
     textarea.send_keys("/transform_image rotate this picture 90 degrees")
     textarea.send_keys(Keys.ENTER)
 
-    call = _wait_for(lambda: _tool_message(driver, "transform_image"), 60, "the transform_image call message")
-    _wait_for(lambda: call.find_elements(By.CSS_SELECTOR, ".duration"), 30, "the call to finish (its duration shown)")
+    _wait_for(lambda: _tool_message(driver, "transform_image"), 60, "the transform_image call message")
+    call = _wait_for(lambda: _finished_tool_message(driver, "transform_image", _has_duration), 30, "the call to finish (its duration shown)")
     assert "error" not in call.text, f"the call failed: {call.text!r}"
-    call.find_element(By.CSS_SELECTOR, ".thought-group .title").click()  # expand: arguments and result inside
-    _wait_for(lambda: "rotated" in call.text, 10, "the expanded call to show its result")
-    assert '"rotate"' in call.text
+    text = _wait_for(lambda: (t := _expanded_text(driver, "transform_image")) and "rotated" in t and t, 15,
+                     "the expanded call to show its result")  # arguments and result inside
+    assert '"rotate"' in text
     pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the tool's picture")
     assert pictures[0].size["width"] > 50, "the picture the tool returned is shown in the chat"
     PLUGIN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +288,7 @@ def test_a_side_effecting_plugin_waits_for_approve_or_deny(driver, served, tmp_p
         assert not notes.exists(), "nothing is written before approval"
         driver.find_element(By.ID, button).click()
         _wait_for(lambda: "wants to run" not in approval(), 15, f"{button} to be taken")  # then the call's result
-        call = _wait_for(lambda: (m := _tool_message(driver, "save_note")) and "awaiting" not in m.text and m, 30, "the result")
+        call = _wait_for(lambda: _finished_tool_message(driver, "save_note", lambda m: "awaiting" not in m.text), 30, "the result")
         assert ("error" in call.text) != written, call.text  # the title: "save_note" or "save_note · error"
         assert notes.exists() == written
         _finish(driver, bot, tokens_before)
@@ -284,11 +317,10 @@ def test_a_search_knowledge_call_shows_the_retrieved_pictures(driver, served, tm
     textarea = _open_chat(driver, url)
     textarea.send_keys("/search_knowledge " + caption(scenes[4]))
     textarea.send_keys(Keys.ENTER)
-    call = _wait_for(lambda: _tool_message(driver, "search_knowledge"), 90, "the search_knowledge call message")
-    _wait_for(lambda: call.find_elements(By.CSS_SELECTOR, ".duration"), 60, "the search to finish")
-    call.find_element(By.CSS_SELECTOR, ".thought-group .title").click()
-    _wait_for(lambda: "scene_04.png" in call.text, 10, "the result to name the best picture first")
-    assert call.text.index("[1]") < call.text.index("scene_04.png") < call.text.index("[2]")
+    _wait_for(lambda: _tool_message(driver, "search_knowledge"), 90, "the search_knowledge call message")
+    _wait_for(lambda: _finished_tool_message(driver, "search_knowledge", _has_duration), 60, "the search to finish")
+    text = _wait_for(lambda: (t := _expanded_text(driver, "search_knowledge")) and "[1]" in t and t, 15, "the expanded result")
+    assert text.index("[1]") < text.index("scene_04.png") < text.index("[2]"), text
     pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the retrieved pictures")
     assert len(pictures) >= 2, "the retrieved pictures are shown in the chat"
     _finish(driver, bot, tokens_before)
