@@ -181,7 +181,7 @@ def train(config: ImageHeadConfig) -> dict[str, Any]:
         scheduler.step()
         losses.append(float(loss.detach()))
         if step % 50 == 0:
-            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", temperature=f"{float(head.logit_scale.exp()):.1f}")
+            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", temperature=f"{float(head.logit_scale.detach().exp()):.1f}")
     train_s = time.perf_counter() - started - prepared_s
     model.head.eval()
     report = {
