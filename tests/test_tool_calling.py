@@ -547,3 +547,27 @@ def test_calls_the_tool_choice_forbids_never_run_even_without_the_grammar():
     assert ran == ["c", "0", "1"]  # two rounds ran; the third round's call and the final step's call are refused
     assert endless.choices == ["auto", "auto", "auto", "none"] and len(endless.steps) == 6  # and then it stops
     assert sum(isinstance(e, ToolResult) and not e.ok for e in events) == 2
+
+
+@tool(parse_docstring=True, response_format="content_and_artifact")
+def gallery(count: Literal[6]) -> tuple[str, list]:
+    """Show several pictures.
+
+    Args:
+        count: How many.
+    """
+    return f"{count} pictures", [{"type": "image", "image": Image.new("RGB", (24, 24), (40 * i, 90, 200))} for i in range(count)]
+
+
+def test_pictures_beyond_the_conversation_limit_are_left_out_and_the_exchange_goes_on(make_config, image_files):
+    config = make_config()
+    config.llm.max_context_tokens = 4096
+    config.media.max_items_per_request = 4
+    bot = Assistant.from_config(config)
+    question = [{"role": "user", "content": [{"type": "image", "image": image_files[0]}, {"type": "text", "text": "Show more."}]}]
+    new = bot.run(question, tools=[gallery], tool_choice="gallery", followup_tool_choice="none", max_new_tokens=200,
+                  parallel_tool_calls=False)
+    result = new[1]["content"]
+    assert [part["type"] for part in result] == ["text", "image", "image", "image"]  # 1 in the question + 3 = the limit
+    assert "3 more picture(s) not shown" in result[0]["text"]
+    assert new[-1]["role"] == "assistant" and "tool_calls" not in new[-1]  # the answer step ran within the limit

@@ -14,6 +14,7 @@ import threading
 from typing import Any, Iterator
 
 from assistant.errors import AssistantError
+from assistant.messages import MEDIA_TYPES
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
 from assistant.tools.events import AssistantTurn, Event, ToolResult
@@ -67,6 +68,7 @@ def run_loop(
             continue
         _refuse_calls_the_choice_forbids(calls, parse_tool_choice(choice, specs))
         context.images = _pictures(assistant, conversation[:-1])  # what the model saw when it made the calls
+        runner.media_budget = assistant.config.media.max_items_per_request - _media_items(conversation)
         for event in runner.run(calls):
             if isinstance(event, ToolResult):
                 conversation.append(event.message)
@@ -87,6 +89,12 @@ def _refuse_calls_the_choice_forbids(calls: list[ToolCall], choice: ToolChoice) 
             call.error = f"tool_choice='none' allows no tool calls; {call.name!r} did not run"
         elif choice.mode == "forced" and call.name != choice.name:
             call.error = f"tool_choice names {choice.name!r}; {call.name!r} did not run"
+
+
+def _media_items(conversation: list[dict[str, Any]]) -> int:
+    """Media parts in the conversation, as ``validate_messages`` counts them against its limit."""
+    return sum(1 for message in conversation if isinstance(message.get("content"), list)
+               for part in message["content"] if isinstance(part, dict) and part.get("type") in MEDIA_TYPES)
 
 
 def _pictures(assistant: Any, conversation: list[dict[str, Any]]) -> list[Any]:

@@ -59,6 +59,7 @@ class ToolRunner:
         self.context = context
         self.confirm = confirm
         self.parallel = parallel
+        self.media_budget: int | None = None  # media items the conversation may still take; set per round by the loop
 
     def run(self, calls: list[ToolCall]) -> Iterator[ToolConfirmation | ToolResult]:
         """Yield a ``ToolConfirmation`` before asking for approval, then one ``ToolResult`` per call, in call order."""
@@ -152,6 +153,13 @@ class ToolRunner:
             media = self._media(getattr(job.output, "artifact", None))
         except AssistantError as error:
             return self._result(job.call, f"{job.call.name!r} returned media that cannot be used: {error}", False, job.started)
+        if self.media_budget is not None and len(media) > self.media_budget:
+            left_out = len(media) - max(self.media_budget, 0)
+            media = media[: max(self.media_budget, 0)]
+            text += (f"\n({left_out} more picture(s) not shown: the conversation may hold at most "
+                     f"{self.limits.max_items_per_request} media items)")
+        if self.media_budget is not None:
+            self.media_budget -= len(media)
         return self._result(job.call, text, True, job.started, media)
 
     def _media(self, artifact: Any) -> list[dict[str, Any]]:
