@@ -349,3 +349,17 @@ def test_a_tiny_random_clip_loads_by_path_and_indexes_text_and_pictures(tmp_path
     assert top(knowledge, Image.open(corpus / "blue.png"), kind="picture").source.endswith("blue.png")
     reopened = KnowledgeBase(tmp_path / "index")  # the manifest names the CLIP checkpoint: no embedder needed
     assert reopened.embedder.name == knowledge.embedder.name and reopened.records == knowledge.records
+
+
+def test_the_default_plugin_sees_files_another_process_ingested(tmp_path, corpus, embedder, monkeypatch):
+    import plugins.retrieval.tool as tool_module
+
+    folder = tmp_path / "index"
+    kb(folder, embedder).ingest(corpus / "notes", progress=False)
+    monkeypatch.setenv("MMA_KNOWLEDGE_DIR", str(folder))
+    monkeypatch.setattr(tool_module, "KnowledgeBase", lambda path: kb(path, embedder))  # the test embedder, not MiniLM
+    tool = knowledge_tool()
+    ask = lambda: tool.invoke({"type": "tool_call", "id": "c", "name": tool.name, "args": {"query": PARAGRAPHS[3], "k": 10}}).content  # noqa: E731
+    assert "policy.txt" not in ask()
+    kb(folder, embedder).ingest(corpus, progress=False)  # as `python -m plugins.retrieval ingest` would, elsewhere
+    assert "policy.txt" in ask()

@@ -64,7 +64,7 @@ def format_results(hits: list[Hit], limits: MediaConfig | None = None) -> tuple[
 
 def knowledge_tool(knowledge: KnowledgeBase | None = None, name: str = "search_knowledge") -> BaseTool:
     """The retrieval plugin over ``knowledge`` (default: the index in ``knowledge_dir()``, opened on first use)."""
-    opened: dict[str, KnowledgeBase] = {}
+    opened: dict[str, tuple[int, KnowledgeBase]] = {}  # folder -> (manifest mtime in ns, knowledge base)
     lock = threading.Lock()
 
     def base() -> KnowledgeBase:
@@ -72,11 +72,13 @@ def knowledge_tool(knowledge: KnowledgeBase | None = None, name: str = "search_k
             return knowledge
         with lock:
             folder = knowledge_dir()
-            if str(folder) not in opened:
-                if not (folder / "manifest.json").is_file():
-                    raise ToolException(f"the knowledge base {folder} is empty; add files with: python -m plugins.retrieval ingest FOLDER")
-                opened[str(folder)] = KnowledgeBase(folder)
-            return opened[str(folder)]
+            manifest = folder / "manifest.json"
+            if not manifest.is_file():
+                raise ToolException(f"the knowledge base {folder} is empty; add files with: python -m plugins.retrieval ingest FOLDER")
+            changed = manifest.stat().st_mtime_ns
+            if str(folder) not in opened or opened[str(folder)][0] != changed:  # reopened after another process ingested
+                opened[str(folder)] = (changed, KnowledgeBase(folder))
+            return opened[str(folder)][1]
 
     def search_knowledge(
         query: str,
