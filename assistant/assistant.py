@@ -434,7 +434,8 @@ class Assistant:
         media_tokens = {modality: torch.cat(parts) for modality, parts in pieces.items()}
         return self.model.embed(input_ids, media_tokens)  # (1, T - start, D)
 
-    def _connected(self, modality: str, frame) -> torch.Tensor:
+    def encoded(self, modality: str, frame: Any) -> torch.Tensor:
+        """The frozen encoder's (N, D_enc) tokens for one loaded frame, from the content-hash cache when seen before."""
         key = (modality, frame.key)
         features = self._features.get(key)
         if features is None:
@@ -443,7 +444,10 @@ class Assistant:
             self._features.put(key, features)
         else:
             self.stats.media_cache_hits += 1
-        return self.model.connect(modality, features.unsqueeze(0))[0]  # (M, D_llm)
+        return features
+
+    def _connected(self, modality: str, frame) -> torch.Tensor:
+        return self.model.connect(modality, self.encoded(modality, frame).unsqueeze(0))[0]  # (M, D_llm)
 
 
 def _as_list(value: Any) -> list:

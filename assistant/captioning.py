@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from assistant.errors import AssistantError
+from assistant.media import load_image
 
 PROMPTS = {"short": "Describe the scene briefly.", "detailed": "Describe the image."}
 BACKGROUND_WORD = "background"
@@ -65,6 +66,9 @@ class AssistantCaptioner:
     def grounded_objects(self, image: Image.Image) -> list[GroundedObject]:
         """Cells the connector scores as holding an object, each with the words its tokens read as and its box.
 
+        The encoder's tokens come from the assistant's feature cache, so after ``caption`` the picture
+        is not encoded again.
+
         Only chosen cells with objectness above ``OBJECTNESS_THRESHOLD`` whose tokens do not read as
         background count; neighbouring cells that read the same words (a large object over two cells)
         become one object with the union of their boxes. Empty for connectors without a grid and
@@ -76,7 +80,8 @@ class AssistantCaptioner:
         connector, encoder = model.connectors["image"], model.encoders["image"]
         if not getattr(connector, "keeps_grid", False) or not getattr(encoder, "grid", None) or not hasattr(connector, "chosen_cells"):
             return []
-        cells, scores = model.connect_cells("image", encoder.encode([image.convert("RGB")]).float())
+        frame = load_image(image, self.assistant.config.media).frames[0]  # as the chat loads it: same cache key
+        cells, scores = model.connect_cells("image", self.assistant.encoded("image", frame).unsqueeze(0).float())
         if scores is None:
             return []
         embeddings = model.llm.get_input_embeddings().weight.float()  # (V, D)

@@ -39,7 +39,7 @@ from assistant.errors import AssistantError
 from assistant.media import load_image
 from assistant.tools.context import ToolContext
 from plugins.base import plugin
-from plugins.retrieval.documents import PICTURE_SUFFIXES
+from plugins.retrieval.documents import PICTURE_SUFFIXES, scan_folder
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ def caption_row(captioner: Captioner, path: Path, relative: str, detail: str, li
 
 def picture_files(folder: Path) -> list[Path]:
     """Pictures under ``folder`` in a stable order, links not followed."""
-    from plugins.retrieval.documents import scan_folder
-
     scan = scan_folder(folder)
     for relative, reason in scan.skipped:
         if Path(relative).suffix.lower() in PICTURE_SUFFIXES:

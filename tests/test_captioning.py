@@ -184,3 +184,10 @@ def test_torchrun_shards_a_folder_over_two_cpu_processes(grounded_bot, pictures,
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["image"] for row in rows] == ["photos/a.png", "photos/b.png", "photos/d.jpg", "photos/more/c.png"]
     assert not list(tmp_path.glob("rows.jsonl.part*"))
+
+
+def test_a_detailed_caption_encodes_the_picture_once(grounded_bot):
+    picture = Image.new("RGB", (40, 40), (10, 200, 90))
+    before = grounded_bot.stats.encoder_calls
+    AssistantCaptioner(grounded_bot, max_new_tokens=4).caption(picture, "detailed")
+    assert grounded_bot.stats.encoder_calls == before + 1  # the grounded cells reuse the chat's features

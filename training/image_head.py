@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -123,12 +123,12 @@ def recall_at(query: np.ndarray, candidates: np.ndarray, query_keys: Sequence[Ha
     return {f"R@{k}": round(float(hits[:, :k].any(axis=1).mean()), 4) for k in ks}
 
 
-def retrieval_report(model: ImageTextModel, text_embedder: Any, pairs: Pairs, tokens: torch.Tensor | None = None) -> dict[str, Any]:
+def retrieval_report(embed_images: Callable[[list[Image.Image]], np.ndarray], embed_texts: Callable[[list[str]], np.ndarray],
+                     pairs: Pairs) -> dict[str, Any]:
     """Text->picture and picture->text recall over ``pairs`` (captions as the text side)."""
-    with torch.inference_mode():
-        tokens = tokens if tokens is not None else model.encode_tokens(pairs.images)
-        pictures = model.head.eval()(tokens.float()).numpy()
-    texts = text_embedder.embed_texts(pairs.captions)
+    pictures = np.concatenate([embed_images(pairs.images[start : start + 64])
+                               for start in tqdm(range(0, len(pairs.images), 64), desc="embed pictures", unit="x64")])
+    texts = embed_texts(pairs.captions)
     return {"pictures": len(pairs.images),
             "text_to_picture": recall_at(texts, pictures, pairs.keys, pairs.keys),
             "picture_to_text": recall_at(pictures, texts, pairs.keys, pairs.keys)}
@@ -188,10 +188,11 @@ def train(config: ImageHeadConfig) -> dict[str, Any]:
         "config": asdict(config),
         "seconds": {"prepare": round(prepared_s, 1), "train": round(train_s, 1)},
         "final_loss": round(float(np.mean(losses[-50:])), 4),
-        "held_out": retrieval_report(model, text_embedder, test_pairs),
+        "held_out": retrieval_report(model.embed, text_embedder.embed_texts, test_pairs),
     }
     if not config.data:
-        report["independent_check"] = retrieval_report(model, text_embedder, independent_pairs(config.test_scenes, config.seed))
+        report["independent_check"] = retrieval_report(model.embed, text_embedder.embed_texts,
+                                                       independent_pairs(config.test_scenes, config.seed))
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     model.save(out / "image_head")
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from training.image_head import Pairs, recall_at, scene_pairs
+from training.image_head import Pairs, retrieval_report, scene_pairs
 from training.image_head_check import independent_pairs
 from training.metrics import bleu4
 
@@ -37,12 +36,7 @@ SYLLABLES = ("ka", "lo", "ren", "vi", "tas", "mo", "dul", "ne", "sor", "pa", "li
 def picture_retrieval(embedder: Any, scenes: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Recall@k both ways on held-out scenes and on the independent check."""
     def scores(pairs: Pairs) -> dict[str, Any]:
-        pictures = np.concatenate([embedder.embed_images(pairs.images[start : start + 64])
-                                   for start in tqdm(range(0, len(pairs.images), 64), desc="embed pictures", unit="x64")])
-        texts = embedder.embed_texts(pairs.captions)
-        return {"pictures": len(pairs.images),
-                "text_to_picture": recall_at(texts, pictures, pairs.keys, pairs.keys),
-                "picture_to_text": recall_at(pictures, texts, pairs.keys, pairs.keys)}
+        return retrieval_report(embedder.embed_images, embedder.embed_texts, pairs)
 
     return {"embedder": embedder.name, "held_out": scores(scene_pairs(scenes, seed, "image_head_test")),
             "independent_check": scores(independent_pairs(scenes, seed))}

@@ -23,7 +23,9 @@ It knows nothing about the conversation or how results are shown.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -96,6 +98,10 @@ class _Snapshot:
     records: tuple[Record, ...]
     vectors: np.ndarray  # (N, D)
     index: Any
+
+    @functools.cached_property
+    def by_id(self) -> dict[int, Record]:
+        return {record.id: record for record in self.records}
 
 
 class KnowledgeBase:
@@ -213,8 +219,7 @@ class KnowledgeBase:
             if not len(allowed):
                 return []
         scores, ids = snapshot.index.search(vector, k, allowed)
-        by_id = {record.id: record for record in snapshot.records}
-        return [Hit(float(score), by_id[int(i)]) for score, i in zip(scores, ids) if int(i) in by_id]
+        return [Hit(float(score), snapshot.by_id[int(i)]) for score, i in zip(scores, ids) if int(i) in snapshot.by_id]
 
     # ---------------------------------------------------------------- changing
 
@@ -303,26 +308,14 @@ class KnowledgeBase:
 
     # ---------------------------------------------------------------- persistence
 
-    def _writing(self):
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's writer lock and the folder's file lock (other processes)."""
         from filelock import FileLock
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.folder / LOCK), timeout=600)
-
-        class _Both:
-            def __enter__(inner) -> None:
-                self._write_lock.acquire()
-                try:
-                    lock.acquire()
-                except BaseException:
-                    self._write_lock.release()
-                    raise
-
-            def __exit__(inner, *exc: Any) -> None:
-                lock.release()
-                self._write_lock.release()
-
-        return _Both()
+        with self._write_lock, FileLock(str(self.folder / LOCK), timeout=600):
+            yield
 
     def _read_manifest(self) -> dict[str, Any] | None:
         path = self.folder / MANIFEST
