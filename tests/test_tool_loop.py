@@ -7,7 +7,7 @@ import time
 from typing import Literal
 
 import pytest
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool, tool
 from PIL import Image
 
 from assistant import Assistant
@@ -231,28 +231,23 @@ class ScriptedAssistant:
         yield AssistantTurn(message, "tool_calls" if calls else "stop", calls=calls)
 
 
-def test_calls_the_tool_choice_forbids_never_run_even_without_the_grammar():
-    ran = []
-
-    @tool(parse_docstring=True)
+def recorder(name: str, ran: list) -> StructuredTool:
+    """A tool called ``name`` that appends each ``word`` it gets to ``ran`` (prefixed by its name unless "record")."""
     def record(word: str) -> str:
         """Record a word.
 
         Args:
             word: The word.
         """
-        ran.append(word)
+        ran.append(word if name == "record" else f"{name}:{word}")
         return "recorded"
 
-    @tool(parse_docstring=True)
-    def other(word: str) -> str:
-        """Another tool.
+    return StructuredTool.from_function(record, name=name, parse_docstring=True)
 
-        Args:
-            word: The word.
-        """
-        ran.append("other:" + word)
-        return "other"
+
+def test_calls_the_tool_choice_forbids_never_run_even_without_the_grammar():
+    ran = []
+    record, other = recorder("record", ran), recorder("other", ran)
 
     scripted = ScriptedAssistant([[ToolCall("record", {"word": "a"})]])
     results = [e for e in run_loop(scripted, QUESTION, [record], tool_choice="none") if isinstance(e, ToolResult)]
