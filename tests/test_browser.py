@@ -223,7 +223,7 @@ def _finished_tool_message(driver, name: str, done=_has_duration):
 
 def _expanded_text(driver, name: str) -> str:
     """Open the tool message's collapsible part and return its text ("" while it re-renders)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     try:
@@ -231,9 +231,11 @@ def _expanded_text(driver, name: str) -> str:
         if message is None:
             return ""
         if "[1]" not in message.text and "Arguments" not in message.text:
-            message.find_element(By.CSS_SELECTOR, ".thought-group .title").click()
+            title = message.find_element(By.CSS_SELECTOR, ".thought-group .title")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", title)
+            title.click()
         return message.text
-    except StaleElementReferenceException:
+    except (StaleElementReferenceException, ElementClickInterceptedException):  # re-rendered or still scrolling: try again
         return ""
 
 
