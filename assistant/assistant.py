@@ -2,9 +2,11 @@
 
 It validates a conversation, loads its media, builds the prompt through the chat template, fetches
 encoder features (from the content-hash cache when seen before), and streams text from the decode
-engine, which reuses the KV cache of the previous request's common prefix. Requests are serialised
-by a lock; a new request supersedes an unfinished stream, and ``cancel()`` stops the active one from
-any thread. A bad request raises ``AssistantError`` and leaves the assistant as it was.
+engine (``assistant.batching``), which decodes concurrent requests together and starts each from the
+longest KV prefix it has cached (the conversation's previous turn, or a system prompt another
+session shares). Any number of threads may call it at once: each request has its own cancel event,
+and one request never changes another's output. A bad request raises ``AssistantError`` and leaves
+the assistant as it was.
 
 Tool calling is orchestrated here and implemented in ``assistant.tools``: ``stream_events`` is one
 generation step with tools on offer (typed events, calls decoded under a grammar), ``run`` and
@@ -32,7 +34,8 @@ from assistant.config import AssistantConfig
 from assistant.encoders import build_encoder
 from assistant.errors import AssistantError
 from assistant.feature_cache import FeatureCache
-from assistant.generation import DecodeEngine, EngineCounters, SamplingOptions
+from assistant.batching import BatchEngine
+from assistant.generation import EngineCounters, SamplingOptions
 from assistant.llm import attach_lora, load_language_model, load_lora
 from assistant.messages import Message, validate_messages
 from assistant.model import MultimodalModel
@@ -65,9 +68,10 @@ class AssistantStats(EngineCounters):
     last_tokens_per_second: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     cancel: threading.Event
+    session: str | None = None
     finish_reason: str = "stop"  # stop | length | cancelled, set when the stream ends
     generated: int = 0
 
@@ -83,10 +87,11 @@ class Assistant:
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
-        self._engine = DecodeEngine(model, self._stop_ids, self.stats)
+        engine = config.engine
+        self._engine = BatchEngine(model, self._stop_ids, self.stats, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk)
         self._grammars = GrammarCompiler(tokenizer, model.llm.get_output_embeddings().weight.shape[0], self._stop_ids)
-        self._lock = threading.RLock()
-        self._active: _Request | None = None
+        self._lock = threading.Lock()  # guards the set of active requests and the counters below
+        self._active: set[_Request] = set()
         image_tokens = tokens_per_frame.get("image", 0)
         self.frames_per_video = max(1, min(config.media.video_max_frames, config.media.video_token_budget // max(image_tokens, 1)))
         self.context_window = config.llm.max_context_tokens or model.llm.config.max_position_embeddings
@@ -210,6 +215,8 @@ class Assistant:
         top_p: float = 1.0,
         stop: list[str] | str | None = None,
         seed: int | None = None,
+        cancel: threading.Event | None = None,
+        session: str | None = None,
     ) -> Iterator[str]:
         """Stream the reply as text pieces. Input is checked now; generation runs as you iterate.
 
@@ -220,6 +227,9 @@ class Assistant:
             top_p: Nucleus sampling mass (with temperature > 0).
             stop: Strings that end the reply (not included in it).
             seed: Makes sampling reproducible.
+            cancel: Event that stops this request (only this one) when set, from any thread.
+            session: Names the conversation's KV cache entry, so its next turn replaces rather than
+                adds one. Optional: without it a turn still continues from the cached prefix it shares.
 
         Raises:
             AssistantError: For bad messages, media or options, before anything changes.
@@ -227,7 +237,7 @@ class Assistant:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         options = SamplingOptions(max_new_tokens, temperature, top_p, stops, seed)
         prompt = self.prepare(messages, max_new_tokens)
-        request = _Request(threading.Event())
+        request = _Request(cancel or threading.Event(), session)
         return self._run(prompt, options, request)
 
     def stream_events(
@@ -242,6 +252,7 @@ class Assistant:
         top_p: float = 1.0,
         stop: list[str] | str | None = None,
         seed: int | None = None,
+        session: str | None = None,
     ) -> Iterator[Event]:
         """One assistant turn with ``tools`` on offer, as typed events; nothing runs.
 
@@ -257,8 +268,8 @@ class Assistant:
             tool_choice: ``"auto"`` | ``"none"`` | ``"required"`` | a tool name | ``{"type": "function", "function": {"name"}}``;
                 a named tool is called exactly once.
             parallel_tool_calls: Allow several calls in one turn.
-            cancel: Event that stops generation when set (``cancel()`` also stops it).
-            max_new_tokens, temperature, top_p, stop, seed: As for ``stream``.
+            cancel: Event that stops this request when set (``cancel()`` stops every request).
+            max_new_tokens, temperature, top_p, stop, seed, session: As for ``stream``.
 
         Raises:
             AssistantError: For bad messages, tools, choices or options, before anything changes.
@@ -274,7 +285,7 @@ class Assistant:
             bounded = bounded_specs(specs, self.config.tools.max_string_chars, self.config.tools.max_array_items)  # no endless values
             tag = tool_format.structural_tag(bounded, choice, parallel_tool_calls)
             constraint = self._grammars.constraint(tag) if tag else None
-        request = _Request(cancel or threading.Event())
+        request = _Request(cancel or threading.Event(), session)
         return self._events(prompt, options, request, constraint, CallStreamParser(tool_format))
 
     def run(
@@ -328,10 +339,10 @@ class Assistant:
         return run_loop(self, messages, tools, tool_choice, max_steps=max_steps, confirm=confirm, **options)
 
     def cancel(self) -> None:
-        """Stop the active stream promptly (safe to call from any thread)."""
-        request = self._active
-        if request is not None:
-            request.cancel.set()
+        """Stop every active request promptly (safe from any thread). To stop one, set its ``cancel`` event."""
+        with self._lock:
+            for request in self._active:
+                request.cancel.set()
 
     def reset_cache(self, media: bool = False) -> None:
         """Forget the cached conversation (needed after the connector or LoRA changed).
@@ -340,10 +351,9 @@ class Assistant:
             media: Also drop cached encoder outputs. They never go stale (encoders are frozen),
                 so this only frees memory.
         """
-        with self._lock:
-            self._engine.reset()
-            if media:
-                self._features.clear()
+        self._engine.reset()
+        if media:
+            self._features.clear()
 
     # ---------------------------------------------------------------- internals
 
@@ -368,28 +378,20 @@ class Assistant:
 
     def _run(self, prompt: Prompt, options: SamplingOptions, request: _Request, constraint: Any = None) -> Iterator[str]:
         with self._lock:
-            self._active = request  # supersedes any unfinished stream
+            self._active.add(request)
             self.stats.requests += 1
             self.stats.dropped_messages += prompt.dropped_messages
-        keys = prompt.position_keys()
-        tokens = self._engine.generate(
-            keys, lambda start: self._embed_suffix(prompt, start), options, request.cancel, self.config.prefix_reuse, constraint
-        )
         started = time.perf_counter()
+        tokens = self._engine.submit(
+            prompt.position_keys(), lambda start: self._embed_suffix(prompt, start), options, request.cancel,
+            self.config.prefix_reuse, constraint, request.session,
+        )
         first_token_at = None
         ids: list[int] = []
         emitted = 0
         holdback = max((len(s) for s in options.stop), default=1) - 1
         try:
-            while True:
-                with self._lock:
-                    if self._active is not request:
-                        request.finish_reason = "cancelled"
-                        return
-                    token = next(tokens, None)
-                if token is None:
-                    request.finish_reason = "cancelled" if request.cancel.is_set() else "length"
-                    break
+            for token in tokens:
                 if token in self._stop_ids:
                     break
                 request.generated += 1
@@ -409,6 +411,8 @@ class Assistant:
                 if safe > emitted:
                     yield text[emitted:safe]
                     emitted = safe
+            else:
+                request.finish_reason = "cancelled" if request.cancel.is_set() else "length"
             text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
             if len(text) > emitted:
                 yield text[emitted:]
@@ -417,8 +421,7 @@ class Assistant:
             if first_token_at is not None and len(ids) > 1:
                 self.stats.last_tokens_per_second = (len(ids) - 1) / max(time.perf_counter() - first_token_at, 1e-9)
             with self._lock:
-                if self._active is request:
-                    self._active = None
+                self._active.discard(request)
 
     def _embed_suffix(self, prompt: Prompt, start: int) -> torch.Tensor:
         """Embeddings of ``prompt`` from position ``start`` on; encodes only frames not yet cached."""

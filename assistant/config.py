@@ -158,6 +158,21 @@ class ToolCallingConfig:
 
 
 @dataclass
+class EngineConfig:
+    """The decode engine: how many requests decode together and how much KV cache is kept."""
+
+    max_batch: int = field(default=16, metadata={"help": "requests decoded together; more wait their turn"})
+    kv_pool_mb: float = field(
+        default=512.0, metadata={"help": "bound on cached conversation prefixes (least recently used evicted)"}
+    )
+    prefill_chunk: int = field(default=512, metadata={"help": "prompt positions prefilled per step"})
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.prefill_chunk < 1 or self.kv_pool_mb < 0:
+            raise AssistantError("engine max_batch and prefill_chunk must be at least 1 and kv_pool_mb not negative")
+
+
+@dataclass
 class AssistantConfig:
     """Everything needed to rebuild an assistant: which encoders, connectors and LLM, and limits.
 
@@ -169,6 +184,7 @@ class AssistantConfig:
     modalities: dict[str, ModalityConfig] = field(default_factory=lambda: {"image": ModalityConfig()})
     media: MediaConfig = field(default_factory=MediaConfig)
     tools: ToolCallingConfig = field(default_factory=ToolCallingConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     system_prompt: str | None = field(default=None, metadata={"help": "used when a conversation has none"})
     prefix_reuse: bool = field(default=True, metadata={"help": "reuse the KV cache of a shared conversation prefix"})
     allow_download: bool = field(default=False, metadata={"help": "let Hugging Face ids download from the hub"})

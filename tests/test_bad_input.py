@@ -63,13 +63,13 @@ def test_bad_input_raises_a_named_error_and_changes_nothing(fresh_assistant, bad
     good = image_message(image_files[0])
     reply = fresh_assistant.chat(good, max_new_tokens=6)
     stats_before = vars(fresh_assistant.stats).copy()
-    cached_before = fresh_assistant._engine.cached_tokens
+    cached_before = fresh_assistant._engine.pool.cached_tokens
 
     with pytest.raises(AssistantError, match=expected):
         fresh_assistant.chat(build(bad_files), max_new_tokens=6)
 
     assert vars(fresh_assistant.stats) == stats_before  # nothing half-applied
-    assert fresh_assistant._engine.cached_tokens == cached_before
+    assert fresh_assistant._engine.pool.cached_tokens == cached_before
     assert fresh_assistant.chat(good, max_new_tokens=6) == reply  # and it keeps serving
 
 

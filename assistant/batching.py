@@ -1,0 +1,349 @@
+"""Continuous batching: concurrent requests decoded together over one pool of KV prefixes.
+
+One worker thread owns the model. A request is submitted with one key per prompt position, a
+callback that embeds the prompt from a given position on, sampling options, its own cancel event and
+an optional grammar; it gets back an iterator of token ids. Each turn of the worker loop:
+
+1. drops requests whose cancel event is set (or whose reader went away);
+2. prefills one chunk of the oldest waiting request on its own batch-1 cache, which starts from the
+   longest prefix found in the ``KVPool`` (its own previous turn, or a system prompt another session
+   already prefilled); a fully prefilled prompt is put in the pool at once, so requests that arrive
+   together share their common prefix;
+3. runs one decode step for every running request together. Their caches sit left-padded in one
+   batch; each row has its own positions and attention mask, so a row computes what it would alone.
+   A request that finishes leaves between steps and its cache goes back to the pool; a new one
+   joins between steps.
+
+transformers has a continuous-batching manager (``generate_batch`` / ``init_continuous_batching``),
+and it is not used here: it takes token ids only (no ``inputs_embeds``, so no connector tokens), its
+prefix sharing hashes token ids (every picture's placeholder ids are alike, so two different
+pictures would share blocks), and it has no per-request grammar or cancel event.
+
+This module knows nothing about text, media or templates.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterator
+
+import torch
+from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
+
+from assistant.generation import EngineCounters, SamplingOptions
+from assistant.kv_pool import KVPool, Layers
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+IDLE_EXIT_S = 2.0  # the worker thread ends after this long without work (and restarts on demand)
+
+
+@dataclass
+class _Sequence:
+    keys: list[Hashable]  # one per prompt position
+    embed_suffix: Callable[[int], torch.Tensor]
+    options: SamplingOptions
+    cancel: threading.Event
+    constraint: Any
+    reuse_prefix: bool
+    name: Hashable | None  # pool entry this sequence is stored under (a session id when given)
+    epoch: int = 0  # the pool generation it started in; a reset since then means its cache is stale
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    abandoned: bool = False  # the reader closed its iterator
+    cache: DynamicCache | None = None  # batch-1 cache while prefilling
+    embeddings: torch.Tensor | None = None  # (1, T - reused, D), consumed chunk by chunk
+    cursor: int = 0  # prompt positions already in the cache
+    start: int = 0  # where ``embeddings`` begins
+    generated: list[int] = field(default_factory=list)
+    length: int = 0  # positions in the cache (prompt + fed tokens)
+    warpers: list = field(default_factory=list)
+    generator: torch.Generator | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.abandoned or self.cancel.is_set()
+
+    def cached_keys(self) -> list[Hashable]:
+        return self.keys + self.generated[: self.length - len(self.keys)]
+
+
+class BatchEngine:
+    def __init__(
+        self,
+        model: Any,
+        stop_token_ids: set[int],
+        counters: EngineCounters,
+        pool_mb: float = 512.0,
+        max_batch: int = 16,
+        prefill_chunk: int = 512,
+    ) -> None:
+        self.model = model  # only its ``llm`` is used, read on each step so a swapped LLM is never stale
+        self.stop_token_ids = stop_token_ids
+        self.counters = counters
+        self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
+        self.pool = KVPool(pool_mb)
+        self._submitted: list[_Sequence] = []
+        self._waiting: list[_Sequence] = []  # admitted, prefilling in order
+        self._rows: list[_Sequence] = []  # decoding together
+        self._batch: DynamicCache | None = None  # (B, H, L, D) per layer, rows left-padded
+        self._mask: torch.Tensor | None = None  # (B, L) 1 where a row has a real position
+        self._wake = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._reset_requested = False
+        self._epoch = 0
+        self.peak_batch = 0
+
+    # ---------------------------------------------------------------- caller side (any thread)
+
+    def submit(
+        self,
+        keys: list[Hashable],
+        embed_suffix: Callable[[int], torch.Tensor],
+        options: SamplingOptions,
+        cancel: threading.Event,
+        reuse_prefix: bool = True,
+        constraint: Any = None,
+        session: Hashable | None = None,
+    ) -> Iterator[int]:
+        """Queue a request; iterate the result for its token ids (the last may be a stop token).
+
+        Args:
+            keys: One hashable per prompt position (token id, or media key + offset).
+            embed_suffix: Given a start position, returns the prompt's embeddings from there (1, T, D).
+                Runs on the worker thread.
+            options: Sampling settings.
+            cancel: Ends this request (only this one) when set; checked before every step.
+            reuse_prefix: Start from the longest cached prefix in the pool.
+            constraint: Optional grammar state with ``mask(logits) -> logits`` and ``accept(token)``.
+            session: Pool entry name for this conversation; without one a continuation replaces the
+                entry it continued.
+        """
+        if not keys:
+            raise ValueError("a request needs at least one prompt position")
+        sequence = _Sequence(list(keys), embed_suffix, options, cancel, constraint, reuse_prefix, session)
+        if options.temperature > 0:
+            sequence.warpers.append(TemperatureLogitsWarper(float(options.temperature)))
+            if options.top_p < 1.0:
+                sequence.warpers.append(TopPLogitsWarper(float(options.top_p)))
+        if options.seed is not None:
+            sequence.generator = torch.Generator().manual_seed(options.seed)
+        with self._wake:
+            self._submitted.append(sequence)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._loop, name="assistant-decode", daemon=True)
+                self._worker.start()
+            self._wake.notify()
+        return self._read(sequence)
+
+    def _read(self, sequence: _Sequence) -> Iterator[int]:
+        try:
+            while True:
+                item = sequence.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            sequence.abandoned = True  # a reader that stops early frees its row at the next step
+
+    def reset(self) -> None:
+        """Forget every cached prefix (needed after the connector or LoRA changed)."""
+        with self._wake:
+            self._reset_requested = True
+            if self._worker is None or not self._worker.is_alive():
+                self.pool.clear()
+                self._reset_requested = False
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.pool.cached_tokens
+
+    @property
+    def active(self) -> int:
+        """Requests queued, prefilling or decoding."""
+        return len(self._submitted) + len(self._waiting) + len(self._rows)
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    if not (self._submitted or self._waiting or self._rows):
+                        self._wake.wait(IDLE_EXIT_S)
+                        if not (self._submitted or self._waiting or self._rows):
+                            self._worker = None
+                            return
+                    self._waiting.extend(self._submitted)
+                    self._submitted.clear()
+                    if self._reset_requested:
+                        self.pool.clear()
+                        self._epoch += 1
+                        self._reset_requested = False
+                self._drop_stopped()
+                if self._waiting and len(self._rows) < self.max_batch:
+                    self._prefill(self._waiting[0])
+                if self._rows:
+                    self._decode_step()
+
+    def _drop_stopped(self) -> None:
+        for sequence in [s for s in self._waiting if s.stopped]:
+            self._waiting.remove(sequence)
+            sequence.out.put(_END)
+        stopped = [index for index, row in enumerate(self._rows) if row.stopped]
+        if stopped:
+            self._leave(stopped)
+
+    def _prefill(self, sequence: _Sequence) -> None:
+        try:
+            if sequence.embeddings is None:
+                self._start(sequence)
+            # While others decode, prefill in smaller chunks so their streams do not stall.
+            size = self.prefill_chunk if not self._rows else max(self.prefill_chunk // 4, 32)
+            offset = sequence.cursor - sequence.start
+            chunk = sequence.embeddings[:, offset : offset + size]
+            logits = self._forward(sequence.cache, inputs_embeds=chunk)
+        except BaseException as error:  # noqa: BLE001 - delivered to the request's reader
+            self._waiting.remove(sequence)
+            sequence.out.put(error)
+            return
+        sequence.cursor += chunk.shape[1]
+        sequence.length = sequence.cursor
+        self.counters.prefill_tokens += chunk.shape[1]
+        if sequence.cursor < len(sequence.keys):
+            return
+        self._waiting.remove(sequence)
+        sequence.embeddings = None
+        layers = [(layer.keys, layer.values) for layer in sequence.cache.layers]
+        self._store(sequence, layers)  # requests that arrive together share this prompt's prefix
+        if self._sample(sequence, logits):
+            sequence.out.put(_END)
+        else:
+            self._join(sequence, layers)
+        sequence.cache = None
+
+    def _start(self, sequence: _Sequence) -> None:
+        sequence.epoch = self._epoch
+        name, reused = self.pool.longest_prefix(sequence.keys) if sequence.reuse_prefix else (None, 0)
+        reused = min(reused, len(sequence.keys) - 1)  # at least one position must run to produce logits
+        if sequence.name is None:
+            # A continuation of a whole entry (the next turn of that conversation) replaces it.
+            sequence.name = name if name is not None and self.pool.covers(name, reused) else self.pool.new_name()
+        config = self._base_config()
+        sequence.cache = DynamicCache(self.pool.prefix(name, reused), config=config) if reused else DynamicCache(config=config)
+        self.counters.reused_tokens += reused
+        sequence.start = sequence.cursor = reused
+        sequence.embeddings = sequence.embed_suffix(reused)
+
+    def _forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
+        return self.model.llm(past_key_values=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1]  # (B, V)
+
+    def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
+        """Pick the next token from ``logits`` (1, V) and hand it to the reader; True when the sequence ends."""
+        if sequence.constraint is not None:
+            logits = sequence.constraint.mask(logits)
+        token = pick(logits, sequence.warpers, sequence.generator)
+        if sequence.constraint is not None:
+            sequence.constraint.accept(token)
+        sequence.generated.append(token)
+        self.counters.generated_tokens += 1
+        sequence.out.put(token)
+        return token in self.stop_token_ids or len(sequence.generated) >= sequence.options.max_new_tokens or sequence.stopped
+
+    def _join(self, sequence: _Sequence, layers: Layers) -> None:
+        """Add a prefilled sequence as a new row of the batch, left-padding whichever side is shorter."""
+        length = layers[0][0].shape[2]
+        if self._batch is None:
+            self._batch = DynamicCache(config=self._base_config())
+            for layer, (k, v) in zip(self._batch.layers, layers):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k, v
+            self._mask = torch.ones(1, length, dtype=torch.long, device=k.device)
+        else:
+            width = self._mask.shape[1]
+            grow = max(length - width, 0)
+            for layer, (k, v) in zip(self._batch.layers, layers):
+                layer.keys = torch.cat([_left_pad(layer.keys, grow), _left_pad(k, width + grow - length)])
+                layer.values = torch.cat([_left_pad(layer.values, grow), _left_pad(v, width + grow - length)])
+            row = torch.zeros(1, width + grow, dtype=torch.long, device=self._mask.device)
+            row[:, width + grow - length :] = 1
+            self._mask = torch.cat([torch.nn.functional.pad(self._mask, (grow, 0)), row])
+        self._rows.append(sequence)
+        self.peak_batch = max(self.peak_batch, len(self._rows))
+
+    def _decode_step(self) -> None:
+        device = self._mask.device
+        tokens = torch.tensor([[row.generated[-1]] for row in self._rows], device=device)  # (B, 1)
+        positions = torch.tensor([[row.length] for row in self._rows], device=device)  # (B, 1)
+        mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=device)], dim=1)
+        try:
+            logits = self._forward(self._batch, input_ids=tokens, attention_mask=mask, position_ids=positions)
+        except BaseException as error:  # noqa: BLE001 - every row's reader gets the error
+            logger.exception("batched decode step failed; %d requests end with the error", len(self._rows))
+            for row in self._rows:
+                row.out.put(error)
+            self._rows, self._batch, self._mask = [], None, None
+            return
+        self._mask = mask
+        finished = []
+        for index, row in enumerate(self._rows):
+            row.length += 1
+            if self._sample(row, logits[index : index + 1]):
+                finished.append(index)
+        if finished:
+            self._leave(finished)
+
+    def _leave(self, indices: list[int]) -> None:
+        """Remove rows from the batch, storing each one's cache in the pool and ending its stream."""
+        width = self._mask.shape[1]
+        for index in indices:
+            row = self._rows[index]
+            layers = [
+                (layer.keys[index : index + 1, :, width - row.length :].clone(), layer.values[index : index + 1, :, width - row.length :].clone())
+                for layer in self._batch.layers
+            ]
+            self._store(row, layers)
+            row.out.put(_END)
+        keep = [index for index in range(len(self._rows)) if index not in set(indices)]
+        self._rows = [self._rows[index] for index in keep]
+        if not keep:
+            self._batch, self._mask = None, None
+            return
+        selected = torch.tensor(keep, device=self._mask.device)
+        mask = self._mask.index_select(0, selected)
+        first = int(mask.any(dim=0).nonzero()[0])  # columns before it are padding in every remaining row
+        self._mask = mask[:, first:]
+        for layer in self._batch.layers:
+            layer.keys = layer.keys.index_select(0, selected)[:, :, first:]
+            layer.values = layer.values.index_select(0, selected)[:, :, first:]
+
+    def _store(self, sequence: _Sequence, layers: Layers) -> None:
+        if sequence.reuse_prefix and sequence.epoch == self._epoch:
+            self.pool.put(sequence.name, sequence.cached_keys(), layers)
+
+    def _base_config(self):
+        llm = self.model.llm
+        base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+        return base.config
+
+
+def pick(logits: torch.Tensor, warpers: list, generator: torch.Generator | None) -> int:
+    """Greedy (no warpers) or sampled token from ``logits`` (1, V)."""
+    if not warpers:
+        return int(logits.argmax(dim=-1))
+    scores = logits.float()
+    for warper in warpers:
+        scores = warper(None, scores)
+    probabilities = torch.softmax(scores, dim=-1).cpu()  # (1, V)
+    return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+def _left_pad(tensor: torch.Tensor, amount: int) -> torch.Tensor:
+    """Zero positions in front of a (B, H, T, D) cache tensor."""
+    return torch.nn.functional.pad(tensor, (0, 0, amount, 0)) if amount else tensor

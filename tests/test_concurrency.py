@@ -1,0 +1,193 @@
+"""Many requests on one Assistant at once: decoded together, each exactly as it would be alone.
+
+The reference for every request is the same request on a second Assistant over the same weights,
+run by itself; ``peak_batch`` proves the concurrent ones really shared decode steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from assistant import Assistant
+from assistant.config import EngineConfig
+from assistant.kv_pool import common_prefix_length
+from assistant.tools.events import AssistantTurn
+
+SYSTEM = "You are a careful assistant. Answer briefly and describe the image when there is one. " * 3
+
+
+def conversation(index: int, image_files: list[str]) -> list[dict]:
+    text = ["Hello!", "What is in this picture?", "How many circles are there?", "Describe the image in detail.",
+            "The quick brown fox", "Paris is the capital of", "Please answer the question", "How can I help you"][index % 8]
+    content = [{"type": "text", "text": text}]
+    if index % 3 == 1:
+        content.insert(0, {"type": "image", "image": image_files[index % len(image_files)]})
+    messages = [{"role": "user", "content": content}]
+    return [{"role": "system", "content": SYSTEM}] + messages if index % 2 else messages
+
+
+def alone(bot: Assistant) -> Assistant:
+    """An assistant over the same weights with its own engine and caches."""
+    return Assistant(bot.model, bot.tokenizer, bot.config)
+
+
+def run_together(bot: Assistant, jobs: list) -> list:
+    """Run ``jobs`` (callables) in threads released at the same moment; return their results in order."""
+    results: list = [None] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def work(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = jobs[index]()
+        except Exception as error:  # noqa: BLE001 - compared by the test
+            results[index] = error
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_eight_concurrent_greedy_requests_each_equal_their_solo_reply(fresh_assistant, image_files):
+    lengths = [40, 25, 33, 40, 18, 40, 29, 36]  # different lengths: rows leave and the batch shrinks
+    solo = alone(fresh_assistant)
+    expected = [solo.chat(conversation(i, image_files), max_new_tokens=n) for i, n in enumerate(lengths)]
+    jobs = [lambda i=i, n=n: fresh_assistant.chat(conversation(i, image_files), max_new_tokens=n) for i, n in enumerate(lengths)]
+    assert run_together(fresh_assistant, jobs) == expected
+    assert fresh_assistant._engine.peak_batch >= 4  # they were decoded together, not one after another
+
+
+def test_seeded_sampling_and_a_forced_tool_call_under_load_equal_their_solo_runs(make_config, image_files):
+    config = make_config()
+    config.llm.max_context_tokens = 4096  # the tiny tokenizer spends many tokens on the tools block
+    fresh_assistant = Assistant.from_config(config)
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers.
+
+        Args:
+            a: The first number.
+            b: The second number.
+        """
+        return a + b
+
+    def tool_turn(bot: Assistant) -> list[dict]:
+        events = bot.stream_events(conversation(0, image_files), tools=[add], tool_choice="add", max_new_tokens=200)
+        return [call["function"] for call in [e for e in events if isinstance(e, AssistantTurn)][0].message["tool_calls"]]
+
+    def sampled(bot: Assistant, seed: int) -> str:
+        return bot.chat(conversation(seed, image_files), max_new_tokens=30, temperature=1.2, top_p=0.9, seed=seed)
+
+    solo = alone(fresh_assistant)
+    expected = [tool_turn(solo)] + [sampled(solo, seed) for seed in range(4)]
+    jobs = [lambda: tool_turn(fresh_assistant)] + [lambda seed=seed: sampled(fresh_assistant, seed) for seed in range(4)]
+    results = run_together(fresh_assistant, jobs)
+    assert results == expected
+    assert results[0][0]["name"] == "add" and '"b"' in results[0][0]["arguments"]
+
+
+def test_cancelling_one_stream_ends_only_that_stream(fresh_assistant, image_files):
+    solo = alone(fresh_assistant)
+    expected = [solo.chat(conversation(i, image_files), max_new_tokens=40) for i in range(3)]
+    cancel = threading.Event()
+    cancelled_turn: list[AssistantTurn] = []
+
+    def cancelled_job() -> str:
+        pieces = []
+        for event in fresh_assistant.stream_events(conversation(5, image_files), cancel=cancel, max_new_tokens=200):
+            if isinstance(event, AssistantTurn):
+                cancelled_turn.append(event)
+            elif len(pieces) < 3:
+                pieces.append(event)
+                if len(pieces) == 3:
+                    cancel.set()
+        return "cancelled"
+
+    jobs = [cancelled_job] + [lambda i=i: fresh_assistant.chat(conversation(i, image_files), max_new_tokens=40) for i in range(3)]
+    results = run_together(fresh_assistant, jobs)
+    assert results[1:] == expected
+    assert cancelled_turn[0].finish_reason == "cancelled" and cancelled_turn[0].completion_tokens < 200
+
+
+def test_a_reader_that_walks_away_frees_its_row(fresh_assistant):
+    stream = fresh_assistant.stream([{"role": "user", "content": "Hello!"}], max_new_tokens=300)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 10
+    while fresh_assistant._engine.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fresh_assistant._engine.active == 0
+    assert fresh_assistant.stats.generated_tokens < 300
+
+
+def test_a_failing_request_does_not_disturb_the_others(fresh_assistant, image_files, monkeypatch):
+    solo = alone(fresh_assistant)
+    expected = solo.chat(conversation(0, image_files), max_new_tokens=30)
+    original = fresh_assistant._embed_suffix
+
+    def embed(prompt, start):
+        if "fox" in fresh_assistant.tokenizer.decode([i for i in prompt.input_ids if i >= 0]):
+            raise RuntimeError("encoder exploded")
+        return original(prompt, start)
+
+    monkeypatch.setattr(fresh_assistant, "_embed_suffix", embed)
+    jobs = [lambda: fresh_assistant.chat(conversation(0, image_files), max_new_tokens=30),
+            lambda: fresh_assistant.chat(conversation(4, image_files), max_new_tokens=30)]
+    results = run_together(fresh_assistant, jobs)
+    assert results[0] == expected
+    assert isinstance(results[1], RuntimeError) and "exploded" in str(results[1])
+
+
+def test_a_second_turn_and_a_shared_system_prompt_are_not_prefilled_again(fresh_assistant):
+    bot = fresh_assistant
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello!"}]
+    reply = bot.chat(first, max_new_tokens=10, session="a")
+    prompt_tokens = len(bot.prepare(first, 10).input_ids)
+    stats = dataclasses.replace(bot.stats)
+    bot.chat(first + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And then?"}], max_new_tokens=5, session="a")
+    assert bot.stats.reused_tokens - stats.reused_tokens >= prompt_tokens  # its own previous turn
+    assert len(bot._engine.pool) == 1  # the session's entry was replaced, not duplicated
+
+    other = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is in this picture?"}]
+    stats = dataclasses.replace(bot.stats)
+    bot.chat(other, max_new_tokens=5, session="b")
+    shared = common_prefix_length(bot.prepare(first, 5).position_keys(), bot.prepare(other, 5).position_keys())
+    assert shared > 100 and bot.stats.reused_tokens - stats.reused_tokens == shared  # b reused a's system prompt
+
+
+def test_the_pool_is_bounded_and_an_evicted_session_gets_the_same_reply(make_config):
+    bot = Assistant.from_config(make_config(engine=EngineConfig(kv_pool_mb=0.05)))
+    conversations = [[{"role": "user", "content": f"{word} The quick brown fox jumps over the lazy dog."}]
+                     for word in ("Hello!", "Paris", "Describe", "Please")]
+    replies = [bot.chat(messages, max_new_tokens=12) for messages in conversations]
+    assert bot._engine.pool.nbytes <= 0.05 * 2**20 and bot._engine.pool.evictions > 0
+    assert [bot.chat(messages, max_new_tokens=12) for messages in conversations] == replies
+
+
+def test_reset_cache_during_a_stream_keeps_the_stream_and_empties_the_pool(fresh_assistant):
+    messages = [{"role": "user", "content": "Hello!"}]
+    expected = alone(fresh_assistant).chat(messages, max_new_tokens=30)
+    stream = fresh_assistant.stream(messages, max_new_tokens=30)
+    first = next(stream)
+    fresh_assistant.reset_cache()
+    assert first + "".join(stream) == expected
+    assert fresh_assistant.chat(messages, max_new_tokens=30) == expected
+    stats = dataclasses.replace(fresh_assistant.stats)
+    fresh_assistant.reset_cache()
+    fresh_assistant.chat(messages, max_new_tokens=3)
+    assert fresh_assistant.stats.reused_tokens == stats.reused_tokens  # nothing cached survived the reset
+
+
+@pytest.mark.parametrize("value", [{"max_batch": 0}, {"prefill_chunk": 0}, {"kv_pool_mb": -1}])
+def test_bad_engine_settings_are_refused(value):
+    from assistant.errors import AssistantError
+
+    with pytest.raises(AssistantError, match="engine"):
+        EngineConfig(**value)
