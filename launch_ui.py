@@ -1,10 +1,11 @@
 """A Gradio multimodal chat over ``Assistant``: ``python launch_ui.py [--adapter DIR] [--port N]``.
 
 It turns Gradio's chat history plus the new message into the assistant's typed-content messages on
-every turn, streams the reply into the chat, and serves with limits: an upload size cap, a bounded
-queue that runs one request at a time, files served only from Gradio's cache, no flagging, no
-analytics, no run history, and no tracebacks shown to users. Uploaded files become content parts
-through a small extension table, so audio arrives without a redesign.
+every turn (``assistant.chat_history``), streams the reply into the chat, and serves with limits: an
+upload size cap, a bounded queue, files served only from Gradio's cache, no flagging, no analytics,
+no run history, and no tracebacks shown to users. Several browsers are answered at once (their
+replies decode together in one batch); each browser has its own conversation, and its Stop button
+ends its own reply only.
 
 Plugins (``plugins/``) appear in a Plugins panel: ticked ones the model may call by itself, and
 ``/<plugin> text`` calls one now (``tool_choice=<plugin>``). Each call is shown as a collapsible
@@ -18,7 +19,6 @@ cheap because the assistant reuses its KV prefix and feature cache, not because 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
@@ -35,8 +35,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 import gradio as gr  # noqa: E402
 
 from assistant import Assistant, AssistantError  # noqa: E402
+from assistant.chat_history import BYTES_PER_MB, ERROR_TITLE, MEDIA_TYPE_BY_EXTENSION, media_part, name_uploads, split_command, to_messages  # noqa: E402,F401
 from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs  # noqa: E402
-from assistant.media import describe as describe_media  # noqa: E402  (how errors name a file)
 from assistant.tools import ToolPolicy  # noqa: E402
 from assistant.tools.calls import ToolCall  # noqa: E402
 from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolResult  # noqa: E402
@@ -45,14 +45,7 @@ from plugins import available_plugins  # noqa: E402
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # written by `python -m training.data.scenes --examples examples`
-MEDIA_TYPE_BY_EXTENSION = {
-    **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"), "image"),
-    **dict.fromkeys((".mp4", ".webm", ".mov", ".mkv", ".avi"), "video"),
-    **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".m4a"), "audio"),
-}
-ERROR_TITLE = "Could not answer"  # marks a failed turn; it and its user message are left out of later prompts
 GENERIC_ERROR = "Something went wrong while answering. The error was logged; please try again."
-BYTES_PER_MB = 1024 * 1024
 TOOL_TITLE = "🛠️ "  # starts the title of a tool call's collapsible message
 NO_APPROVAL = "No plugin call is waiting for approval."
 MAX_TOOL_RECORDS = 2000  # tool calls remembered for rebuilding later prompts
@@ -71,14 +64,15 @@ class LaunchOptions:
     share: bool = field(default=False, metadata={"help": "also open a public gradio.live tunnel"})
     max_file_mb: float | None = field(default=None, metadata={"help": "largest upload in MB (default: the assistant's limit)"})
     queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away"})
+    concurrency: int = field(default=8, metadata={"help": "replies generated at once (decoded together)"})
 
     def __post_init__(self) -> None:
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_file_mb is not None and self.max_file_mb <= 0:
             raise ValueError(f"max file size must be positive, got {self.max_file_mb}")
-        if self.queue_size < 1:
-            raise ValueError(f"queue size must be at least 1, got {self.queue_size}")
+        if self.queue_size < 1 or self.concurrency < 1:
+            raise ValueError(f"queue size and concurrency must be at least 1, got {self.queue_size}, {self.concurrency}")
 
 
 def parse_options(argv: list[str] | None = None) -> LaunchOptions:
@@ -91,133 +85,6 @@ def parse_options(argv: list[str] | None = None) -> LaunchOptions:
         return LaunchOptions(**dataclass_kwargs(args, LaunchOptions))
     except ValueError as error:
         parser.error(str(error))
-
-
-# ---------------------------------------------------------------- Gradio history -> assistant messages
-
-
-def media_part(path: str, max_file_mb: float) -> dict[str, str]:
-    """The content part for an uploaded file, chosen by its extension; checks the size cap."""
-    name = Path(path).name
-    kind = MEDIA_TYPE_BY_EXTENSION.get(Path(path).suffix.lower())
-    if kind is None:
-        accepted = ", ".join(sorted(MEDIA_TYPE_BY_EXTENSION))
-        raise AssistantError(f"{name}: unsupported file type; upload one of {accepted}")
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise AssistantError(f"{name} is no longer on the server; clear the chat and upload it again") from None
-    if size > max_file_mb * BYTES_PER_MB:
-        raise AssistantError(f"{name} is {size / BYTES_PER_MB:.1f} MB, over the {max_file_mb:g} MB upload limit")
-    return {"type": kind, kind: path}
-
-
-def _content_parts(content: Any, max_file_mb: float) -> list[dict[str, str]]:
-    """Parts of one Gradio chat message: a string, a file dict, or a list of text/file items."""
-    parts = []
-    for item in content if isinstance(content, (list, tuple)) else [content]:
-        if isinstance(item, dict) and item.get("type") == "file":
-            item = item["file"]
-        if isinstance(item, dict) and item.get("type") == "text":
-            item = item["text"]
-        if isinstance(item, str):
-            # The Chatbot stores text through inspect.cleandoc; the same here keeps prompts identical across turns.
-            if item.strip():
-                parts.append({"type": "text", "text": inspect.cleandoc(item)})
-        elif isinstance(item, dict) and "path" in item:
-            parts.append(media_part(item["path"], max_file_mb))
-    return parts
-
-
-def split_command(text: str, commands: Any) -> tuple[str | None, str]:
-    """``("name", rest)`` for a message ``/name rest`` whose name is in ``commands``, else ``(None, text)``."""
-    if not text.startswith("/"):
-        return None, text
-    name, _, rest = text[1:].partition(" ")
-    return (name, rest.strip()) if name in commands else (None, text)
-
-
-def to_messages(
-    history: list[dict[str, Any]],
-    message: dict[str, Any],
-    system_prompt: str | None = None,
-    max_file_mb: float = 20.0,
-    tool_records: dict[str, dict[str, Any]] | None = None,
-    commands: Any = (),
-) -> list[dict[str, Any]]:
-    """The assistant's messages for Gradio's ``history`` plus the new ``message`` ({"text", "files"}).
-
-    Consecutive messages of one role are merged; a failed turn (its reply titled ``ERROR_TITLE``) is
-    dropped with the user message it answered. Files keep their paths, so an image sent earlier is
-    the same image part on every later turn. A tool call's message (its ``metadata.id`` a key of
-    ``tool_records``) becomes the assistant's call and the tool's result again; pictures shown for
-    tools are in those results, so assistant files are skipped. A leading ``/plugin`` command (one of
-    ``commands``) is not part of what the model reads.
-    """
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if (system_prompt or "").strip() else []
-    records = tool_records or {}
-    for item in history:
-        role, metadata = item["role"], item.get("metadata") or {}
-        if role == "assistant" and metadata.get("title") == ERROR_TITLE:
-            while messages and messages[-1]["role"] != "user":  # a failed turn leaves nothing behind
-                messages.pop()
-            if messages and messages[-1]["role"] == "user":
-                messages.pop()
-            continue
-        if role == "assistant" and metadata.get("id") in records:
-            _append_tool_record(messages, records[metadata["id"]])
-            continue
-        parts = [part for part in _content_parts(item["content"], max_file_mb) if role == "user" or part["type"] == "text"]
-        if role == "user":
-            parts = _strip_command(parts, commands)
-        if not parts:
-            continue
-        if messages and messages[-1]["role"] == role and not messages[-1].get("tool_calls"):
-            messages[-1]["content"].extend(parts)
-        else:
-            messages.append({"role": role, "content": parts})
-    files = [{"path": file if isinstance(file, str) else file["path"]} for file in message.get("files", [])]
-    new_parts = _content_parts([*files, message.get("text") or ""], max_file_mb)  # files first, as the Chatbot shows them
-    new_parts = _strip_command(new_parts, commands)
-    if messages and messages[-1]["role"] == "user":
-        messages[-1]["content"].extend(new_parts)
-    else:
-        messages.append({"role": "user", "content": new_parts})
-    return messages
-
-
-def _strip_command(parts: list[dict[str, Any]], commands: Any) -> list[dict[str, Any]]:
-    texts = [index for index, part in enumerate(parts) if part["type"] == "text"]
-    if not texts:
-        return parts
-    first = texts[0]
-    name, rest = split_command(parts[first]["text"], commands)
-    if name is None:
-        return parts
-    text = rest or f"Use {name}."
-    return [*parts[:first], {"type": "text", "text": text}, *parts[first + 1 :]]
-
-
-def _append_tool_record(messages: list[dict[str, Any]], record: dict[str, Any]) -> None:
-    """Add a remembered call (to the assistant turn that made it) and its tool result."""
-    index = len(messages)
-    while index and messages[index - 1]["role"] == "tool":  # results of earlier calls of the same turn
-        index -= 1
-    caller = messages[index - 1] if index and messages[index - 1]["role"] == "assistant" else None
-    if caller is None or (index < len(messages) and not caller.get("tool_calls")):
-        caller = {"role": "assistant", "content": []}
-        messages.append(caller)
-    caller.setdefault("tool_calls", []).append(record["call"])
-    messages.append(record["result"])
-
-
-def name_uploads(text: str, messages: list[dict[str, Any]]) -> str:
-    """``text`` with each file of ``messages`` named by its file name instead of its (long) cache path."""
-    parts = [part for message in messages if isinstance(message["content"], list) for part in message["content"]]
-    paths = [part[part["type"]] for part in parts if part["type"] != "text"]
-    for path in sorted(paths, key=len, reverse=True):
-        text = text.replace(describe_media(path), Path(path).name).replace(path, Path(path).name)
-    return text
 
 
 def _session_key(session: dict[str, Any] | None) -> str:
@@ -259,8 +126,8 @@ class PendingApproval:
 class ChatHandlers:
     """The UI's event handlers, bound to one assistant; tests call them directly, without a server.
 
-    ``session`` is a per-browser ``gr.State`` dict: it keys the pending approval, so one browser can
-    never approve another's call.
+    ``session`` is a per-browser ``gr.State`` dict: it keys the pending approval and the reply's cancel
+    event, so one browser can never approve another's call or stop another's reply.
     """
 
     def __init__(
@@ -273,6 +140,7 @@ class ChatHandlers:
         self.approval_timeout_s = approval_timeout_s
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()  # call id -> {"call", "result"}
         self._pending: dict[str, PendingApproval] = {}
+        self._cancels: dict[str, threading.Event] = {}  # session -> its reply's cancel event
         self._lock = threading.Lock()
 
     def respond(
@@ -289,14 +157,17 @@ class ChatHandlers:
         """Stream (reply so far, status, approval text) triples; a bad request becomes a readable reply
         titled ``ERROR_TITLE``. With plugins ticked or a ``/plugin`` command the reply is a list of
         messages: text, one collapsible message per tool call, and the pictures tools return."""
-        reply, messages = "", []
-        sampling = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p)}
+        reply, messages, key, cancel = "", [], _session_key(session), threading.Event()
+        with self._lock:
+            self._cancels[key] = cancel
+        sampling = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p),
+                    "cancel": cancel, "session": key}
         try:
             forced = self._command(message.get("text") or "")
             messages = to_messages(history, message, system_prompt, self.max_file_mb, self._records, self.plugins)
             names = list(dict.fromkeys([*(enabled_plugins or []), *([forced] if forced else [])]))
             if names:
-                yield from self._respond_with_plugins(messages, names, forced, sampling, _session_key(session))
+                yield from self._respond_with_plugins(messages, names, forced, sampling, key)
                 return
             stream = self.bot.stream(messages, **sampling)
             with closing(stream):  # a cancelled event closes this generator, which closes the assistant's stream
@@ -310,6 +181,10 @@ class ChatHandlers:
             logger.exception("answering failed")
             yield gr.ChatMessage(content=GENERIC_ERROR, metadata={"title": ERROR_TITLE}), self.status(), NO_APPROVAL
             return
+        finally:
+            with self._lock:
+                if self._cancels.get(key) is cancel:
+                    del self._cancels[key]
         yield reply, self.status(), gr.skip()
 
     def _command(self, text: str) -> str | None:
@@ -398,9 +273,12 @@ class ChatHandlers:
         return f"{'Approved' if approved else 'Denied'}: {pending.call.name}"
 
     def stop(self, session: dict[str, Any] | None = None) -> str:
-        """The Stop button: end the active generation now (denying a waiting approval); returns the status."""
+        """The Stop button: end this browser's reply now (denying its waiting approval); returns the status."""
         self.decide(False, session)
-        self.bot.cancel()
+        with self._lock:
+            cancel = self._cancels.get(_session_key(session))
+        if cancel is not None:
+            cancel.set()
         return self.status()
 
     def status(self) -> str:
@@ -413,8 +291,11 @@ class ChatHandlers:
 # ---------------------------------------------------------------- the app
 
 
-def build_app(bot: Assistant, max_file_mb: float | None = None, queue_size: int = 16, plugins: dict[str, Any] | None = None) -> gr.Blocks:
-    """The Blocks app for ``bot``, queued (bounded, one request at a time) but not launched.
+def build_app(
+    bot: Assistant, max_file_mb: float | None = None, queue_size: int = 16, plugins: dict[str, Any] | None = None,
+    concurrency: int = 8,
+) -> gr.Blocks:
+    """The Blocks app for ``bot``, queued (bounded; ``concurrency`` replies decoded together) but not launched.
 
     ``plugins`` maps names to langchain tools (default: every registered plugin, ``plugins.available_plugins()``).
     """
@@ -465,7 +346,7 @@ def build_app(bot: Assistant, max_file_mb: float | None = None, queue_size: int 
         approve.click(lambda state: handlers.decide(True, state), inputs=[session], outputs=[approval], queue=False)
         deny.click(lambda state: handlers.decide(False, state), inputs=[session], outputs=[approval], queue=False)
         status.render()
-    return app.queue(max_size=queue_size, default_concurrency_limit=1)
+    return app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
 
 
 def serve(app: gr.Blocks, options: LaunchOptions, max_file_mb: float, block: bool = True) -> None:
@@ -491,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     bot = Assistant.from_pretrained(options.adapter)
     max_file_mb = options.max_file_mb or bot.config.media.max_file_mb
     logger.info("loaded %s", bot.describe())
-    serve(build_app(bot, max_file_mb, options.queue_size), options, max_file_mb)
+    serve(build_app(bot, max_file_mb, options.queue_size, concurrency=options.concurrency), options, max_file_mb)
 
 
 if __name__ == "__main__":

@@ -187,8 +187,11 @@ class BatchEngine:
                         self._epoch += 1
                         self._reset_requested = False
                 self._drop_stopped()
-                if self._waiting and len(self._rows) < self.max_batch:
-                    self._prefill(self._waiting[0])
+                # Prefill waiting prompts up to a token budget, smaller while others decode so
+                # their streams do not stall; requests that arrive together all start quickly.
+                budget = self.prefill_chunk if not self._rows else max(self.prefill_chunk // 4, 32)
+                while budget > 0 and self._waiting and len(self._rows) < self.max_batch:
+                    budget -= self._prefill(self._waiting[0], budget)
                 if self._rows:
                     self._decode_step()
 
@@ -200,24 +203,26 @@ class BatchEngine:
         if stopped:
             self._leave(stopped)
 
-    def _prefill(self, sequence: _Sequence) -> None:
+    def _prefill(self, sequence: _Sequence, budget: int) -> int:
+        """Prefill up to ``budget`` positions of ``sequence``; join the batch when its prompt is done.
+
+        Returns the positions spent (the whole budget when the request failed)."""
         try:
             if sequence.embeddings is None:
                 self._start(sequence)
-            # While others decode, prefill in smaller chunks so their streams do not stall.
-            size = self.prefill_chunk if not self._rows else max(self.prefill_chunk // 4, 32)
             offset = sequence.cursor - sequence.start
-            chunk = sequence.embeddings[:, offset : offset + size]
+            chunk = sequence.embeddings[:, offset : offset + budget]
             logits = self._forward(sequence.cache, inputs_embeds=chunk)
         except BaseException as error:  # noqa: BLE001 - delivered to the request's reader
             self._waiting.remove(sequence)
             sequence.out.put(error)
-            return
-        sequence.cursor += chunk.shape[1]
+            return budget
+        spent = chunk.shape[1]
+        sequence.cursor += spent
         sequence.length = sequence.cursor
-        self.counters.prefill_tokens += chunk.shape[1]
+        self.counters.prefill_tokens += spent
         if sequence.cursor < len(sequence.keys):
-            return
+            return spent
         self._waiting.remove(sequence)
         sequence.embeddings = None
         layers = [(layer.keys, layer.values) for layer in sequence.cache.layers]
@@ -227,6 +232,7 @@ class BatchEngine:
         else:
             self._join(sequence, layers)
         sequence.cache = None
+        return spent
 
     def _start(self, sequence: _Sequence) -> None:
         sequence.epoch = self._epoch

@@ -16,7 +16,7 @@ import gradio as gr
 import pytest
 
 import launch_ui
-from assistant import AssistantError
+from assistant import Assistant, AssistantError
 from launch_ui import ERROR_TITLE, GENERIC_ERROR, ChatHandlers, build_app, load_examples, media_part, parse_options, to_messages
 
 GREEDY = {"system_prompt": None, "temperature": 0.0, "top_p": 1.0}  # an empty system prompt arrives as None
@@ -172,6 +172,18 @@ def test_stop_ends_the_stream_promptly(fresh_assistant):
     assert "tokens/s" in status
 
 
+def test_stop_in_one_browser_ends_only_that_browsers_reply(fresh_assistant):
+    alone = ChatHandlers(Assistant(fresh_assistant.model, fresh_assistant.tokenizer, fresh_assistant.config))
+    expected = list(alone.respond({"text": "Hello!", "files": []}, [], max_new_tokens=60, **GREEDY))[-1][0]
+    handlers, mine, theirs = ChatHandlers(fresh_assistant), {}, {}
+    my_stream = handlers.respond({"text": "Describe the image in detail.", "files": []}, [], max_new_tokens=300, session=mine, **GREEDY)
+    their_stream = handlers.respond({"text": "Hello!", "files": []}, [], max_new_tokens=60, session=theirs, **GREEDY)
+    next(my_stream), next(their_stream)
+    handlers.stop(mine)
+    assert list(their_stream)[-1][0] == expected  # the other browser's reply is whole and unchanged
+    assert len(list(my_stream)) < 300
+
+
 def test_second_turn_reuses_the_prefix_and_does_not_re_encode_the_image(fresh_assistant, image_files):
     handlers = ChatHandlers(fresh_assistant)
     # Stray whitespace: the Chatbot stores the text trimmed, so the next prompt must trim it the same way.
@@ -198,10 +210,10 @@ def test_second_turn_reuses_the_prefix_and_does_not_re_encode_the_image(fresh_as
 def test_build_app_is_queued_bounded_and_wires_stop(tiny_assistant):
     app = build_app(tiny_assistant, max_file_mb=2, queue_size=3)
     assert isinstance(app, gr.Blocks) and not app.analytics_enabled
-    assert app._queue.max_size == 3 and app._queue.default_concurrency_limit == 1
+    assert app._queue.max_size == 3 and app._queue.default_concurrency_limit == 8  # browsers answered at once
     stop_listeners = [fn for fn in app.fns.values() if any(trigger == "stop" for _, trigger in fn.targets)]
     assert any(fn.cancels for fn in stop_listeners), "Stop must cancel the streaming events"
-    assert any(fn.name == "stop" for fn in stop_listeners), "Stop must also call Assistant.cancel()"
+    assert any(fn.name == "stop" for fn in stop_listeners), "Stop must also cancel this browser's request"
     textbox = next(block for block in app.blocks.values() if isinstance(block, gr.MultimodalTextbox))
     assert textbox.file_count == "multiple" and ".png" in textbox.file_types and ".mp4" in textbox.file_types
     status = next(block for block in app.blocks.values() if isinstance(block, gr.Markdown) and "**llm**" in str(block.value))
