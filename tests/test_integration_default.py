@@ -31,6 +31,28 @@ def test_default_accepts_an_image_and_keeps_history(default_assistant, tmp_path)
     assert default_assistant.model.encoders["image"].num_tokens == 49
 
 
+def test_concurrent_greedy_replies_of_the_default_equal_its_solo_replies(default_assistant, tmp_path):
+    import threading
+
+    Image.new("RGB", (320, 240), "teal").save(tmp_path / "teal.png")
+    questions = ["What is the capital of France?", "Name three colours.", "Write a haiku about the sea.",
+                 [{"type": "image", "image": str(tmp_path / "teal.png")}, {"type": "text", "text": "Describe this picture."}]]
+    conversations = [[{"role": "user", "content": question}] for question in questions]
+    solo = Assistant(default_assistant.model, default_assistant.tokenizer, default_assistant.config)
+    expected = [solo.chat(messages, max_new_tokens=20) for messages in conversations]
+    replies = [None] * len(conversations)
+
+    def ask(index: int) -> None:
+        replies[index] = default_assistant.chat(conversations[index], max_new_tokens=20)
+
+    threads = [threading.Thread(target=ask, args=(index,)) for index in range(len(conversations))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == expected
+
+
 def test_efficientnet_feature_layers_fold_onto_the_same_grid():
     import torch
 
