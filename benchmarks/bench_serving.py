@@ -20,6 +20,7 @@ import os
 import statistics
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,25 +134,6 @@ def measure(together, reset, batch: list[list[dict]], new_tokens: int, repeats: 
     }
 
 
-def start_server(bot: Assistant) -> tuple[str, str]:
-    """The OpenAI-compatible app on a free local port, in a background thread."""
-    import socket
-
-    import uvicorn
-
-    from assistant.serving.app import create_app
-
-    app = create_app(bot)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}/v1", app.state.served_model_name
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--adapter", help="adapter artifact folder (default: built-in)")
@@ -163,12 +145,23 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     bot = Assistant.from_pretrained(args.adapter)
     bot.chat([{"role": "user", "content": "Hello"}], max_new_tokens=4)  # warm-up
-    if args.http:
-        together = http_runner(*start_server(bot))
-    else:
-        def together(batch, new_tokens):
-            return api_together(bot, batch, new_tokens)
+    with ExitStack() as stack:
+        if args.http:
+            from assistant.serving.app import create_app
+            from assistant.serving.background import serve_in_thread
+            from assistant.serving.config import ServerConfig
 
+            config = ServerConfig()
+            url = stack.enter_context(serve_in_thread(create_app(bot, config)))
+            together = http_runner(f"{url}/v1", config.served_model_name)
+        else:
+            def together(batch, new_tokens):
+                return api_together(bot, batch, new_tokens)
+
+        report(bot, together, args)
+
+
+def report(bot: Assistant, together, args: argparse.Namespace) -> None:
     path = "HTTP server + openai client" if args.http else "Python API, one thread per stream"
     print(f"serving benchmark ({path}); {args.new_tokens} new tokens per request, greedy, medians of {args.repeats}")
     print(f"{'streams':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} | {'serial tok/s':>12} {'serial TTFT p50':>15} | ratio")

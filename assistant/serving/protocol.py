@@ -1,0 +1,146 @@
+"""The wire format of ``/v1/chat/completions`` and ``/v1/models``, as pydantic models.
+
+Requests are validated strictly (a string where a number belongs is an error, as at OpenAI) and
+unknown fields are ignored. Message contents are kept as plain dicts here: their parts are checked
+by ``assistant.openai_messages``, which names the message and part at fault. Responses and stream
+chunks follow OpenAI's ``chat.completion`` and ``chat.completion.chunk`` objects. This module knows
+nothing about the model or HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_STOP_STRINGS = 16
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class FunctionDefinition(RequestModel):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(RequestModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def openai(self) -> dict[str, Any]:
+        """The OpenAI function dict the assistant takes (an absent schema means no arguments)."""
+        parameters = self.function.parameters if self.function.parameters is not None else {"type": "object", "properties": {}}
+        return {"type": "function", "function": {"name": self.function.name, "description": self.function.description or "",
+                                                 "parameters": parameters}}
+
+
+class StreamOptions(RequestModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(RequestModel):
+    type: str = "text"
+
+
+class ChatCompletionRequest(RequestModel):
+    """The fields this server reads; anything else a client sends is ignored."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    model: str | None = None  # None: the served model
+    tools: list[ToolDefinition] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    prompt_cache_key: str | None = Field(default=None, max_length=256)  # names the conversation's KV cache entry
+    logprobs: bool | None = None
+    response_format: ResponseFormat | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_strings(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.total_tokens = self.prompt_tokens + self.completion_tokens
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: dict[str, Any]
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "multimodal-assistant"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+def now() -> int:
+    return int(time.time())
