@@ -24,15 +24,18 @@ This module knows nothing about text, media or templates.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator
 
 import torch
 from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
+from assistant.errors import AssistantError
 from assistant.generation import EngineCounters, SamplingOptions
 from assistant.kv_pool import KVPool, Layers
 
@@ -40,6 +43,14 @@ logger = logging.getLogger(__name__)
 
 _END = object()
 IDLE_EXIT_S = 2.0  # the worker thread ends after this long without work (and restarts on demand)
+_ENGINES: "weakref.WeakSet[BatchEngine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    # A worker left running into interpreter shutdown would die inside a torch call (the process aborts).
+    for engine in list(_ENGINES):
+        engine.close()
 
 
 @dataclass
@@ -95,8 +106,10 @@ class BatchEngine:
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self._reset_requested = False
+        self._closed = False
         self._epoch = 0
         self.peak_batch = 0
+        _ENGINES.add(self)
 
     # ---------------------------------------------------------------- caller side (any thread)
 
@@ -133,6 +146,8 @@ class BatchEngine:
         if options.seed is not None:
             sequence.generator = torch.Generator().manual_seed(options.seed)
         with self._wake:
+            if self._closed:
+                raise AssistantError("the assistant's decode engine was closed")
             self._submitted.append(sequence)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._loop, name="assistant-decode", daemon=True)
@@ -160,6 +175,15 @@ class BatchEngine:
                 self.pool.clear()
                 self._reset_requested = False
 
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the worker thread after its current step; unfinished requests end with an error."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout_s)
+
     @property
     def cached_tokens(self) -> int:
         return self.pool.cached_tokens
@@ -175,6 +199,9 @@ class BatchEngine:
         with torch.inference_mode():
             while True:
                 with self._wake:
+                    if self._closed:
+                        self._shut_down()
+                        return
                     if not (self._submitted or self._waiting or self._rows):
                         self._wake.wait(IDLE_EXIT_S)
                         if not (self._submitted or self._waiting or self._rows):
@@ -194,6 +221,13 @@ class BatchEngine:
                     budget -= self._prefill(self._waiting[0], budget)
                 if self._rows:
                     self._decode_step()
+
+    def _shut_down(self) -> None:
+        error = AssistantError("the assistant shut down before this request finished")
+        for sequence in self._submitted + self._waiting + self._rows:
+            sequence.out.put(error)
+        self._submitted, self._waiting, self._rows, self._batch, self._mask = [], [], [], None, None
+        self._worker = None
 
     def _drop_stopped(self) -> None:
         for sequence in [s for s in self._waiting if s.stopped]:
