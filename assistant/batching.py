@@ -37,11 +37,12 @@ from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
 from assistant.errors import AssistantError
 from assistant.generation import EngineCounters, SamplingOptions
-from assistant.kv_pool import KVPool, Layers
+from assistant.kv_pool import KVPool, Layers, common_prefix_length
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+SHARE_AT_LEAST = 16  # positions a waiting prompt must share with one being prefilled to wait for its cache
 IDLE_EXIT_S = 2.0  # the worker thread ends after this long without work (and restarts on demand)
 _ENGINES: "weakref.WeakSet[BatchEngine]" = weakref.WeakSet()
 
@@ -65,7 +66,7 @@ class _Sequence:
     epoch: int = 0  # the pool generation it started in; a reset since then means its cache is stale
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # the reader closed its iterator
-    cache: DynamicCache | None = None  # batch-1 cache while prefilling
+    past: Layers | None = None  # the cached positions while prefilling, (1, H, cursor, D) per layer
     embeddings: torch.Tensor | None = None  # (1, T - reused, D), consumed chunk by chunk
     cursor: int = 0  # prompt positions already in the cache
     start: int = 0  # where ``embeddings`` begins
@@ -214,11 +215,8 @@ class BatchEngine:
                         self._epoch += 1
                         self._reset_requested = False
                 self._drop_stopped()
-                # Prefill waiting prompts up to a token budget, smaller while others decode so
-                # their streams do not stall; requests that arrive together all start quickly.
-                budget = self.prefill_chunk if not self._rows else max(self.prefill_chunk // 4, 32)
-                while budget > 0 and self._waiting and len(self._rows) < self.max_batch:
-                    budget -= self._prefill(self._waiting[0], budget)
+                if self._waiting and len(self._rows) < self.max_batch:
+                    self._prefill_waiting()
                 if self._rows:
                     self._decode_step()
 
@@ -237,36 +235,37 @@ class BatchEngine:
         if stopped:
             self._leave(stopped)
 
-    def _prefill(self, sequence: _Sequence, budget: int) -> int:
-        """Prefill up to ``budget`` positions of ``sequence``; join the batch when its prompt is done.
+    def _prefill_waiting(self) -> None:
+        """Prefill waiting prompts together, up to a token budget (smaller while others decode, so
+        their streams do not stall); a finished prompt samples its first token and joins the batch.
 
-        Returns the positions spent (the whole budget when the request failed)."""
-        try:
+        A prompt that shares a longer prefix with one already in this group than with anything in
+        the pool waits one step: then it reuses that prompt's cache instead of computing it again.
+        """
+        budget = self.prefill_chunk if not self._rows else max(self.prefill_chunk // 4, 32)
+        group: list[_Sequence] = []
+        sizes: list[int] = []
+        for sequence in list(self._waiting):
+            if budget <= 0 or len(self._rows) + len(group) >= self.max_batch:
+                break
             if sequence.embeddings is None:
-                self._start(sequence)
-            offset = sequence.cursor - sequence.start
-            chunk = sequence.embeddings[:, offset : offset + budget]
-            logits = self._forward(sequence.cache, inputs_embeds=chunk)
-        except BaseException as error:  # noqa: BLE001 - delivered to the request's reader
-            self._waiting.remove(sequence)
-            sequence.out.put(error)
-            return budget
-        spent = chunk.shape[1]
-        sequence.cursor += spent
-        sequence.length = sequence.cursor
-        self.counters.prefill_tokens += spent
-        if sequence.cursor < len(sequence.keys):
-            return spent
-        self._waiting.remove(sequence)
-        sequence.embeddings = None
-        layers = [(layer.keys, layer.values) for layer in sequence.cache.layers]
-        self._store(sequence, layers)  # requests that arrive together share this prompt's prefix
-        if self._sample(sequence, logits):
-            sequence.out.put(_END)
-        else:
-            self._join(sequence, layers)
-        sequence.cache = None
-        return spent
+                shared = max((common_prefix_length(other.keys, sequence.keys) for other in group), default=0)
+                if sequence.reuse_prefix and shared > self.pool.longest_prefix(sequence.keys)[1] + SHARE_AT_LEAST:
+                    continue
+                try:
+                    self._start(sequence)
+                except BaseException as error:  # noqa: BLE001 - delivered to the request's reader
+                    self._waiting.remove(sequence)
+                    sequence.out.put(error)
+                    continue
+            remaining = len(sequence.keys) - sequence.cursor
+            if group and remaining > budget:
+                break  # a long prompt goes next step, in chunks of its own
+            group.append(sequence)
+            sizes.append(min(remaining, budget))
+            budget -= sizes[-1]
+        if group:
+            self._prefill_group(group, sizes)
 
     def _start(self, sequence: _Sequence) -> None:
         sequence.epoch = self._epoch
@@ -275,11 +274,67 @@ class BatchEngine:
         if sequence.name is None:
             # A continuation of a whole entry (the next turn of that conversation) replaces it.
             sequence.name = name if name is not None and self.pool.covers(name, reused) else self.pool.new_name()
-        config = self._base_config()
-        sequence.cache = DynamicCache(self.pool.prefix(name, reused), config=config) if reused else DynamicCache(config=config)
+        sequence.past = self.pool.prefix(name, reused) if reused else None
         self.counters.reused_tokens += reused
         sequence.start = sequence.cursor = reused
         sequence.embeddings = sequence.embed_suffix(reused)
+
+    def _prefill_group(self, group: list[_Sequence], sizes: list[int]) -> None:
+        """One forward pass over the next ``sizes[i]`` prompt positions of each ``group[i]``.
+
+        Rows are right-padded: row i's cached past fills columns [0, p_i) of the P past columns and
+        its new positions columns [P, P + n_i) of the N new ones; padding is masked out and comes
+        after a real position in every row, so no query is left with nothing to attend to.
+        """
+        llm, device = self.model.llm, self.model.device
+        past_width, width = max(s.cursor for s in group), max(sizes)
+        dimension = group[0].embeddings.shape[-1]
+        embeddings = torch.zeros(len(group), width, dimension, dtype=group[0].embeddings.dtype, device=device)  # (B, N, D)
+        mask = torch.zeros(len(group), past_width + width, dtype=torch.long, device=device)  # (B, P + N)
+        positions = torch.zeros(len(group), width, dtype=torch.long, device=device)  # (B, N)
+        for row, (sequence, size) in enumerate(zip(group, sizes)):
+            offset = sequence.cursor - sequence.start
+            embeddings[row, :size] = sequence.embeddings[0, offset : offset + size]
+            mask[row, : sequence.cursor] = 1
+            mask[row, past_width : past_width + size] = 1
+            positions[row] = torch.arange(sequence.cursor, sequence.cursor + width).clamp(max=sequence.cursor + size - 1)
+        cache = DynamicCache(config=self._base_config())
+        if past_width:
+            reference = next(s.past for s in group if s.past)
+            cache = DynamicCache(
+                [tuple(torch.cat([_right_pad(s.past, reference, layer, side, past_width) for s in group]) for side in (0, 1))
+                 for layer in range(len(reference))],
+                config=self._base_config(),
+            )
+        try:
+            hidden = llm.get_decoder()(
+                inputs_embeds=embeddings, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+            ).last_hidden_state  # (B, N, D)
+            last = hidden[torch.arange(len(group), device=device), torch.tensor(sizes, device=device) - 1]  # (B, D)
+            logits = llm.get_output_embeddings()(last)  # (B, V)
+        except BaseException as error:  # noqa: BLE001 - every request of the group gets the error
+            for sequence in group:
+                self._waiting.remove(sequence)
+                sequence.out.put(error)
+            return
+        for row, (sequence, size) in enumerate(zip(group, sizes)):
+            sequence.past = [
+                tuple(torch.cat([t[row : row + 1, :, : sequence.cursor], t[row : row + 1, :, past_width : past_width + size]], dim=2)
+                      for t in (layer.keys, layer.values))
+                for layer in cache.layers
+            ]
+            sequence.cursor += size
+            sequence.length = sequence.cursor
+            self.counters.prefill_tokens += size
+            if sequence.cursor < len(sequence.keys):
+                continue
+            self._waiting.remove(sequence)
+            layers, sequence.past, sequence.embeddings = sequence.past, None, None
+            self._store(sequence, layers)  # a later request with the same prefix reuses it
+            if self._sample(sequence, logits[row : row + 1]):
+                sequence.out.put(_END)
+            else:
+                self._join(sequence, layers)
 
     def _forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
         return self.model.llm(past_key_values=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1]  # (B, V)
@@ -382,6 +437,16 @@ def pick(logits: torch.Tensor, warpers: list, generator: torch.Generator | None)
         scores = warper(None, scores)
     probabilities = torch.softmax(scores, dim=-1).cpu()  # (1, V)
     return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+def _right_pad(past: Layers | None, reference: Layers, layer: int, side: int, width: int) -> torch.Tensor:
+    """Layer ``layer``'s keys (side 0) or values (side 1) of ``past`` zero-padded after to ``width``
+    positions (all zeros, shaped like ``reference``, when there is no past)."""
+    if past is None:
+        like = reference[layer][side]  # (1, H, T, D)
+        return like.new_zeros(1, like.shape[1], width, like.shape[3])
+    tensor = past[layer][side]
+    return torch.nn.functional.pad(tensor, (0, 0, 0, width - tensor.shape[2]))
 
 
 def _left_pad(tensor: torch.Tensor, amount: int) -> torch.Tensor:

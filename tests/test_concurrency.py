@@ -191,3 +191,33 @@ def test_bad_engine_settings_are_refused(value):
 
     with pytest.raises(AssistantError, match="engine"):
         EngineConfig(**value)
+
+
+def test_prompts_prefilled_together_from_different_cached_prefixes_equal_their_solo_runs(fresh_assistant, image_files):
+    """One prefill pass over rows whose cached pasts differ in length (one long, one short, one none)."""
+    first_turns = [conversation(1, image_files), [{"role": "user", "content": "Hi"}]]
+    replies = [fresh_assistant.chat(messages, max_new_tokens=12) for messages in first_turns]
+    follow_ups = [messages + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And then?"}]
+                  for messages, reply in zip(first_turns, replies)] + [conversation(3, image_files)]
+    solo = alone(fresh_assistant)
+    expected = [solo.chat(messages, max_new_tokens=25) for messages in follow_ups]
+
+    engine, groups = fresh_assistant._engine, []
+    prefill_group = engine._prefill_group
+
+    def recording(group, sizes):
+        groups.append(sorted(sequence.cursor for sequence in group))
+        prefill_group(group, sizes)
+
+    engine._prefill_group = recording
+    slow = fresh_assistant.model.llm.register_forward_pre_hook(lambda *args: time.sleep(0.1))
+    try:
+        busy = fresh_assistant.stream([{"role": "user", "content": "Hello!"}], max_new_tokens=20)
+        next(busy)  # the worker is now in slow decode steps: the three below arrive during one of them
+        jobs = [lambda m=m: fresh_assistant.chat(m, max_new_tokens=25) for m in follow_ups]
+        assert run_together(fresh_assistant, jobs) == expected
+        busy.close()
+    finally:
+        slow.remove()
+    past_lengths = next(group for group in groups if len(group) == 3)
+    assert len(set(past_lengths)) == 3  # one pass over three rows with cached pasts of different lengths
