@@ -88,7 +88,9 @@ class Assistant:
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
         engine = config.engine
-        self._engine = BatchEngine(model, self._stop_ids, self.stats, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk)
+        self._engine = BatchEngine(
+            model, self._stop_ids, self.stats, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk, engine.decode_threads
+        )
         self._grammars = GrammarCompiler(tokenizer, model.llm.get_output_embeddings().weight.shape[0], self._stop_ids)
         self._lock = threading.Lock()  # guards the set of active requests and the counters below
         self._active: set[_Request] = set()
@@ -382,15 +384,16 @@ class Assistant:
             self.stats.requests += 1
             self.stats.dropped_messages += prompt.dropped_messages
         started = time.perf_counter()
-        tokens = self._engine.submit(
-            prompt.position_keys(), lambda start: self._embed_suffix(prompt, start), options, request.cancel,
-            self.config.prefix_reuse, constraint, request.session,
-        )
         first_token_at = None
         ids: list[int] = []
         emitted = 0
         holdback = max((len(s) for s in options.stop), default=1) - 1
+        tokens = None
         try:
+            tokens = self._engine.submit(
+                prompt.position_keys(), lambda start: self._embed_suffix(prompt, start), options, request.cancel,
+                self.config.prefix_reuse, constraint, request.session,
+            )
             for token in tokens:
                 if token in self._stop_ids:
                     break
@@ -417,7 +420,8 @@ class Assistant:
             if len(text) > emitted:
                 yield text[emitted:]
         finally:
-            tokens.close()
+            if tokens is not None:
+                tokens.close()
             if first_token_at is not None and len(ids) > 1:
                 self.stats.last_tokens_per_second = (len(ids) - 1) / max(time.perf_counter() - first_token_at, 1e-9)
             with self._lock:

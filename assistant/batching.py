@@ -42,6 +42,7 @@ from assistant.kv_pool import KVPool, Layers, common_prefix_length
 logger = logging.getLogger(__name__)
 
 _END = object()
+MIN_TEMPERATURE = 1e-4  # below this sampling is greedy decoding (its limit), not an overflow to inf
 SHARE_AT_LEAST = 16  # positions a waiting prompt must share with one being prefilled to wait for its cache
 IDLE_EXIT_S = 2.0  # the worker thread ends after this long without work (and restarts on demand)
 _ENGINES: "weakref.WeakSet[BatchEngine]" = weakref.WeakSet()
@@ -66,6 +67,7 @@ class _Sequence:
     epoch: int = 0  # the pool generation it started in; a reset since then means its cache is stale
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: bool = False  # the reader closed its iterator
+    failed: bool = False  # its reader was sent an error (nothing more is sent, nothing is stored)
     past: Layers | None = None  # the cached positions while prefilling, (1, H, cursor, D) per layer
     embeddings: torch.Tensor | None = None  # (1, T - reused, D), consumed chunk by chunk
     cursor: int = 0  # prompt positions already in the cache
@@ -92,12 +94,14 @@ class BatchEngine:
         pool_mb: float = 512.0,
         max_batch: int = 16,
         prefill_chunk: int = 512,
+        threads: int = 1,
     ) -> None:
         self.model = model  # only its ``llm`` is used, read on each step so a swapped LLM is never stale
         self.stop_token_ids = stop_token_ids
         self.counters = counters
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
+        self.threads = threads
         self.pool = KVPool(pool_mb)
         self._submitted: list[_Sequence] = []
         self._waiting: list[_Sequence] = []  # admitted, prefilling in order
@@ -140,7 +144,7 @@ class BatchEngine:
         if not keys:
             raise ValueError("a request needs at least one prompt position")
         sequence = _Sequence(list(keys), embed_suffix, options, cancel, constraint, reuse_prefix, session)
-        if options.temperature > 0:
+        if options.temperature >= MIN_TEMPERATURE:
             sequence.warpers.append(TemperatureLogitsWarper(float(options.temperature)))
             if options.top_p < 1.0:
                 sequence.warpers.append(TopPLogitsWarper(float(options.top_p)))
@@ -197,6 +201,10 @@ class BatchEngine:
     # ---------------------------------------------------------------- worker thread
 
     def _loop(self) -> None:
+        # OpenMP's thread count is per calling thread: this sets the worker's alone. A team started
+        # from a non-main thread ran slowly here: on 2 cores one thread decoded a batch of 4 in
+        # 111 ms and 16 in 163 ms, two threads in 207 and 221 ms (the main thread with two: 112, 129).
+        torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:
                 with self._wake:
@@ -214,23 +222,40 @@ class BatchEngine:
                         self.pool.clear()
                         self._epoch += 1
                         self._reset_requested = False
-                self._drop_stopped()
-                if self._waiting and len(self._rows) < self.max_batch:
-                    self._prefill_waiting()
-                if self._rows:
-                    self._decode_step()
+                try:
+                    self._drop_stopped()
+                    if self._waiting and len(self._rows) < self.max_batch:
+                        self._prefill_waiting()
+                    if self._rows:
+                        self._decode_step()
+                except Exception as error:  # noqa: BLE001 - never leave a reader waiting on a dead step
+                    logger.exception("decode step failed; %d requests end with the error", len(self._waiting) + len(self._rows))
+                    for sequence in self._waiting + self._rows:
+                        self._fail(sequence, error)
+                    self._waiting, self._rows, self._batch, self._mask = [], [], None, None
 
     def _shut_down(self) -> None:
         error = AssistantError("the assistant shut down before this request finished")
         for sequence in self._submitted + self._waiting + self._rows:
-            sequence.out.put(error)
+            self._fail(sequence, error)
         self._submitted, self._waiting, self._rows, self._batch, self._mask = [], [], [], None, None
         self._worker = None
+
+    @staticmethod
+    def _fail(sequence: _Sequence, error: BaseException) -> None:
+        if not sequence.failed:
+            sequence.failed = True
+            sequence.out.put(error)
+
+    @staticmethod
+    def _end(sequence: _Sequence) -> None:
+        if not sequence.failed:
+            sequence.out.put(_END)
 
     def _drop_stopped(self) -> None:
         for sequence in [s for s in self._waiting if s.stopped]:
             self._waiting.remove(sequence)
-            sequence.out.put(_END)
+            self._end(sequence)
         stopped = [index for index, row in enumerate(self._rows) if row.stopped]
         if stopped:
             self._leave(stopped)
@@ -254,9 +279,9 @@ class BatchEngine:
                     continue
                 try:
                     self._start(sequence)
-                except BaseException as error:  # noqa: BLE001 - delivered to the request's reader
+                except Exception as error:  # noqa: BLE001 - delivered to the request's reader
                     self._waiting.remove(sequence)
-                    sequence.out.put(error)
+                    self._fail(sequence, error)
                     continue
             remaining = len(sequence.keys) - sequence.cursor
             if group and remaining > budget:
@@ -312,10 +337,10 @@ class BatchEngine:
             ).last_hidden_state  # (B, N, D)
             last = hidden[torch.arange(len(group), device=device), torch.tensor(sizes, device=device) - 1]  # (B, D)
             logits = llm.get_output_embeddings()(last)  # (B, V)
-        except BaseException as error:  # noqa: BLE001 - every request of the group gets the error
+        except Exception as error:  # noqa: BLE001 - every request of the group gets the error
             for sequence in group:
                 self._waiting.remove(sequence)
-                sequence.out.put(error)
+                self._fail(sequence, error)
             return
         for row, (sequence, size) in enumerate(zip(group, sizes)):
             sequence.past = [
@@ -332,7 +357,7 @@ class BatchEngine:
             layers, sequence.past, sequence.embeddings = sequence.past, None, None
             self._store(sequence, layers)  # a later request with the same prefix reuses it
             if self._sample(sequence, logits[row : row + 1]):
-                sequence.out.put(_END)
+                self._end(sequence)
             else:
                 self._join(sequence, layers)
 
@@ -340,12 +365,17 @@ class BatchEngine:
         return self.model.llm(past_key_values=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1]  # (B, V)
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
-        """Pick the next token from ``logits`` (1, V) and hand it to the reader; True when the sequence ends."""
-        if sequence.constraint is not None:
-            logits = sequence.constraint.mask(logits)
-        token = pick(logits, sequence.warpers, sequence.generator)
-        if sequence.constraint is not None:
-            sequence.constraint.accept(token)
+        """Pick the next token from ``logits`` (1, V) and hand it to the reader; True when the sequence
+        ends (an error while picking, e.g. from its grammar, ends it with that error)."""
+        try:
+            if sequence.constraint is not None:
+                logits = sequence.constraint.mask(logits)
+            token = pick(logits, sequence.warpers, sequence.generator)
+            if sequence.constraint is not None:
+                sequence.constraint.accept(token)
+        except Exception as error:  # noqa: BLE001 - delivered to this request's reader alone
+            self._fail(sequence, error)
+            return True
         sequence.generated.append(token)
         self.counters.generated_tokens += 1
         sequence.out.put(token)
@@ -379,10 +409,10 @@ class BatchEngine:
         mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=device)], dim=1)
         try:
             logits = self._forward(self._batch, input_ids=tokens, attention_mask=mask, position_ids=positions)
-        except BaseException as error:  # noqa: BLE001 - every row's reader gets the error
+        except Exception as error:  # noqa: BLE001 - every row's reader gets the error
             logger.exception("batched decode step failed; %d requests end with the error", len(self._rows))
             for row in self._rows:
-                row.out.put(error)
+                self._fail(row, error)
             self._rows, self._batch, self._mask = [], None, None
             return
         self._mask = mask
@@ -404,7 +434,7 @@ class BatchEngine:
                 for layer in self._batch.layers
             ]
             self._store(row, layers)
-            row.out.put(_END)
+            self._end(row)
         keep = [index for index in range(len(self._rows)) if index not in set(indices)]
         self._rows = [self._rows[index] for index in keep]
         if not keep:
@@ -419,7 +449,7 @@ class BatchEngine:
             layer.values = layer.values.index_select(0, selected)[:, :, first:]
 
     def _store(self, sequence: _Sequence, layers: Layers) -> None:
-        if sequence.reuse_prefix and sequence.epoch == self._epoch:
+        if sequence.reuse_prefix and sequence.epoch == self._epoch and not sequence.failed:
             self.pool.put(sequence.name, sequence.cached_keys(), layers)
 
     def _base_config(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +167,18 @@ class EngineConfig:
         default=512.0, metadata={"help": "bound on cached conversation prefixes (least recently used evicted)"}
     )
     prefill_chunk: int = field(default=512, metadata={"help": "prompt positions prefilled per step"})
+    threads: int = field(
+        default=0,
+        metadata={"help": "torch intra-op threads of the decode thread; 0 = one per two CPU cores (see assistant.batching)"},
+    )
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.prefill_chunk < 1 or self.kv_pool_mb < 0:
-            raise AssistantError("engine max_batch and prefill_chunk must be at least 1 and kv_pool_mb not negative")
+        if self.max_batch < 1 or self.prefill_chunk < 1 or self.kv_pool_mb < 0 or self.threads < 0:
+            raise AssistantError("engine max_batch and prefill_chunk must be at least 1, kv_pool_mb and threads not negative")
+
+    @property
+    def decode_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass

@@ -32,6 +32,8 @@ class SamplingOptions:
             self.stop = [self.stop]
         if not all(isinstance(s, str) and s for s in self.stop):
             raise AssistantError("stop must be a list of non-empty strings")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63):
+            raise AssistantError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
 
 @dataclass

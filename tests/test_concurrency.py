@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from assistant import Assistant
 from assistant.config import EngineConfig
@@ -171,18 +172,52 @@ def test_the_pool_is_bounded_and_an_evicted_session_gets_the_same_reply(make_con
     assert [bot.chat(messages, max_new_tokens=12) for messages in conversations] == replies
 
 
-def test_reset_cache_during_a_stream_keeps_the_stream_and_empties_the_pool(fresh_assistant):
-    messages = [{"role": "user", "content": "Hello!"}]
-    expected = alone(fresh_assistant).chat(messages, max_new_tokens=30)
+def test_a_stream_that_started_before_reset_cache_does_not_leave_a_stale_cache(fresh_assistant, image_files):
+    """The connector changes mid-stream: what the stream cached was computed with the old weights."""
+    messages = [{"role": "user", "content": [{"type": "image", "image": image_files[0]}, {"type": "text", "text": "Hello!"}]}]
     stream = fresh_assistant.stream(messages, max_new_tokens=30)
     first = next(stream)
+    with torch.no_grad():
+        for parameter in fresh_assistant.model.connectors.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
     fresh_assistant.reset_cache()
-    assert first + "".join(stream) == expected
+    "".join(stream)  # finishes after the reset: its cache must not be kept
+    assert first
+    expected = alone(fresh_assistant).chat(messages, max_new_tokens=30)
     assert fresh_assistant.chat(messages, max_new_tokens=30) == expected
-    stats = dataclasses.replace(fresh_assistant.stats)
-    fresh_assistant.reset_cache()
-    fresh_assistant.chat(messages, max_new_tokens=3)
-    assert fresh_assistant.stats.reused_tokens == stats.reused_tokens  # nothing cached survived the reset
+
+
+def test_an_error_while_picking_a_token_ends_only_that_request_and_the_engine_keeps_serving(fresh_assistant, image_files):
+    from assistant.generation import SamplingOptions
+
+    class ExplodingGrammar:
+        def mask(self, logits):
+            raise RuntimeError("grammar exploded")
+
+        def accept(self, token):
+            pass
+
+    expected = alone(fresh_assistant).chat(conversation(0, image_files), max_new_tokens=30)
+    prompt = fresh_assistant.prepare(conversation(2, image_files), 10)
+
+    def broken() -> list[int]:
+        return list(fresh_assistant._engine.submit(prompt.position_keys(), lambda start: fresh_assistant._embed_suffix(prompt, start),
+                                                   SamplingOptions(10), threading.Event(), constraint=ExplodingGrammar()))
+
+    results = run_together(fresh_assistant, [lambda: fresh_assistant.chat(conversation(0, image_files), max_new_tokens=30), broken])
+    assert results[0] == expected
+    assert isinstance(results[1], RuntimeError) and "exploded" in str(results[1])
+    assert fresh_assistant.chat(conversation(0, image_files), max_new_tokens=30) == expected  # the worker lives on
+
+
+def test_a_vanishing_temperature_decodes_greedily_and_a_bad_seed_is_refused(fresh_assistant):
+    from assistant.errors import AssistantError
+
+    messages = [{"role": "user", "content": "Hello!"}]
+    assert fresh_assistant.chat(messages, max_new_tokens=12, temperature=1e-40) == fresh_assistant.chat(messages, max_new_tokens=12)
+    with pytest.raises(AssistantError, match="seed"):
+        fresh_assistant.chat(messages, seed=2**64)
+    assert not fresh_assistant._active  # nothing left behind by the refused request
 
 
 @pytest.mark.parametrize("value", [{"max_batch": 0}, {"prefill_chunk": 0}, {"kv_pool_mb": -1}])

@@ -132,7 +132,7 @@ def test_sampling_options_reach_the_model(bot):
         reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_completion_tokens=10, max_tokens=99,
                                                stop=["zz", "q"], prompt_cache_key="conversation-1", **options)
     assert recording.options == {"tools": None, "tool_choice": "auto", "parallel_tool_calls": True, "max_new_tokens": 10,
-                                 "stop": ["zz", "q"], "session": "conversation-1", **options}
+                                 "stop": ["zz", "q"], **options}  # prompt_cache_key is accepted and not needed
     assert reply.choices[0].message.content == direct(bot, HELLO, max_new_tokens=10, stop=["zz", "q"], **options)[0]
     assert "q" not in reply.choices[0].message.content
 
@@ -221,12 +221,22 @@ def test_models_health_and_unknown_fields(client, url):
      400, None, "audio"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, None, "wizard"),
     ({"messages": HELLO, "max_tokens": 100000}, 400, None, "context"),
+    ({"messages": HELLO, "seed": 2**64}, 400, None, "seed"),
+    ({"messages": HELLO, "tools": [WEATHER] * 129}, 400, "tools", "At most 128"),
+    ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "huge", "parameters": {"type": "object", "properties": {
+        f"p{i}": {"type": "string"} for i in range(6000)}}}}]}, 400, "tools[0].function.parameters", "characters"),
 ])
 def test_bad_input_gets_an_openai_shaped_error_naming_the_field(url, body, status, param, words):
     response = post(url, body)
     error = error_of(response)
     assert response.status_code == status and error["param"] == param and words in error["message"]
     assert error["type"] == "invalid_request_error"
+
+
+def test_values_openai_accepts_are_accepted(url):
+    for extra in ({"n": None}, {"top_p": 0}, {"temperature": 1e-40}):
+        response = post(url, {"messages": HELLO, "max_tokens": 3, **extra})
+        assert response.status_code == 200, (extra, response.text)
 
 
 def test_too_many_images_and_odd_requests_are_refused(url, image_files, bot):

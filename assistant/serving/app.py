@@ -9,6 +9,7 @@ knows nothing about how the model generates or how uvicorn runs it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from assistant.errors import AssistantError
 from assistant.serving.admission import Admission
@@ -69,10 +71,21 @@ async def read_json_body(request: Request, limit: int) -> Any:
         if size > limit:
             raise APIError(413, f"The request body is over this server's limit of {limit} bytes.", code="request_too_large")
         chunks.append(chunk)
+    return await run_in_threadpool(_parse_json, b"".join(chunks))  # a big body never stalls the event loop
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(raw)
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise APIError(400, f"We could not parse the JSON body of your request: {error}", code="invalid_json") from None
+
+
+def _parse_request(data: Any) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as error:
+        raise from_validation_error(list(error.errors())) from None
 
 
 def create_app(assistant: Any, config: ServerConfig | None = None, *, fetch_image: Callable[[str], bytes] | None = None,
@@ -123,13 +136,18 @@ def create_app(assistant: Any, config: ServerConfig | None = None, *, fetch_imag
     app.state.completions = completions
     router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
+    # Bodies are read and parsed by at most as many requests as admission could hold, so a burst of
+    # large uploads costs memory in proportion to the limits too; the rest are turned away unread.
+    readers = asyncio.Semaphore(config.max_concurrent + config.max_queue)
+
     @router.post("/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        data = await read_json_body(request, config.max_body_bytes)
-        try:
-            body = ChatCompletionRequest.model_validate(data)
-        except ValidationError as error:
-            raise from_validation_error(list(error.errors())) from None
+        if readers.locked():
+            raise APIError(429, f"The server is at capacity; retry after {config.retry_after_s} s.",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(config.retry_after_s)})
+        async with readers:
+            data = await read_json_body(request, config.max_body_bytes)
+            body = await run_in_threadpool(_parse_request, data)
         return await completions.create(request, body)
 
     @router.get("/models")

@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.validators import validator_for
 
@@ -43,6 +44,8 @@ from assistant.tools.spec import parse_tool_choice, tool_specs
 
 logger = logging.getLogger(__name__)
 
+MAX_TOOLS = 128  # tools one request may offer
+MAX_SCHEMA_CHARS = 100_000  # JSON size of one tool's parameters schema (checking a huge one takes seconds)
 INTERRUPTED = "The generation was stopped before it finished (the server is shutting down or the engine dropped it); retry"
 
 
@@ -120,7 +123,7 @@ class ChatCompletions:
 
     async def create(self, request: Request, body: ChatCompletionRequest) -> Response:
         self._check_options(body)
-        tools = self._checked_tools(body)
+        tools = await run_in_threadpool(self._checked_tools, body)  # schema checks never stall the event loop
         server_side = bool(self.plugin_tools) and not tools
         choice = body.tool_choice if body.tool_choice is not None else "auto"
         try:
@@ -154,7 +157,7 @@ class ChatCompletions:
         if body.model is not None and body.model != self.config.served_model_name:
             raise APIError(404, f"The model {body.model!r} does not exist; this server serves {self.config.served_model_name!r}.",
                            param="model", code="model_not_found")
-        if body.n != 1:
+        if body.n not in (None, 1):
             raise APIError(400, f"n={body.n} is not supported: this server returns exactly one choice (n=1).", param="n",
                            code="unsupported_value")
         if body.logprobs:
@@ -168,9 +171,14 @@ class ChatCompletions:
 
     def _checked_tools(self, body: ChatCompletionRequest) -> list[dict[str, Any]]:
         """The request's tools as OpenAI function dicts, each schema checked as JSON Schema."""
+        if len(body.tools or []) > MAX_TOOLS:
+            raise APIError(400, f"At most {MAX_TOOLS} tools may be offered in one request.", param="tools", code="invalid_value")
         tools = []
         for index, tool in enumerate(body.tools or []):
             schema = tool.function.parameters
+            if schema is not None and len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+                raise APIError(400, f"tools[{index}] ({tool.function.name!r}): parameters is over {MAX_SCHEMA_CHARS} characters "
+                                    "of JSON.", param=f"tools[{index}].function.parameters", code="invalid_tool_schema")
             if schema is not None:
                 try:
                     validator_for(schema, default=Draft202012Validator).check_schema(schema)
@@ -214,10 +222,9 @@ class ChatCompletions:
         sampling = {
             "max_new_tokens": body.max_completion_tokens or body.max_tokens or self.config.default_max_tokens,
             "temperature": body.temperature if body.temperature is not None else self.config.default_temperature,
-            "top_p": body.top_p if body.top_p is not None else 1.0,
+            "top_p": 1.0 if body.top_p is None else max(body.top_p, 1e-9),  # OpenAI allows 0: the top token alone
             "stop": body.stop_strings() or None,
             "seed": body.seed,
-            "session": body.prompt_cache_key,
         }
         parallel = body.parallel_tool_calls
 

@@ -61,11 +61,12 @@ class ChatCompletionRequest(RequestModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = 1
-    prompt_cache_key: str | None = Field(default=None, max_length=256)  # names the conversation's KV cache entry
+    n: int | None = 1
+    # Accepted and not needed: prompts are matched to the KV cache by content, whoever sends them.
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
     logprobs: bool | None = None
     response_format: ResponseFormat | None = None
 

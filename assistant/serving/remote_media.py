@@ -141,7 +141,10 @@ class RemoteImageFetcher:
         refused = [str(address) for address in addresses if not self.address_allowed(address)]
         if refused:
             raise RemoteImageRefused(f"host {host!r} resolves to non-public address(es) {refused}")
-        return httpx.URL(url), host, addresses[0]
+        try:
+            return httpx.URL(url), host, addresses[0]
+        except httpx.InvalidURL as error:  # e.g. longer than httpx accepts
+            raise RemoteImageRefused(f"the image URL is not valid: {error}") from None
 
     def _fetch(self, url: str) -> bytes:
         target, host, address = self.vet(url)
