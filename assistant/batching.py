@@ -19,6 +19,8 @@ and it is not used here: it takes token ids only (no ``inputs_embeds``, so no co
 prefix sharing hashes token ids (every picture's placeholder ids are alike, so two different
 pictures would share blocks), and it has no per-request grammar or cancel event.
 
+It assumes full-attention cache layers (Llama, Qwen2, SmolLM2): rows are padded and sliced by
+position, which a sliding-window layer's cache does not keep once a context outgrows its window.
 This module knows nothing about text, media or templates.
 """
 
@@ -331,12 +333,13 @@ class BatchEngine:
                  for layer in range(len(reference))],
                 config=self._base_config(),
             )
+        ends = sorted(set(sizes))  # each row's last real position; logits only there (the model's own head)
         try:
-            hidden = llm.get_decoder()(
+            logits = llm(
                 inputs_embeds=embeddings, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-            ).last_hidden_state  # (B, N, D)
-            last = hidden[torch.arange(len(group), device=device), torch.tensor(sizes, device=device) - 1]  # (B, D)
-            logits = llm.get_output_embeddings()(last)  # (B, V)
+                logits_to_keep=torch.tensor([end - 1 for end in ends], device=device),
+            ).logits  # (B, len(ends), V)
+            logits = logits[torch.arange(len(group), device=device), torch.tensor([ends.index(n) for n in sizes], device=device)]
         except Exception as error:  # noqa: BLE001 - every request of the group gets the error
             for sequence in group:
                 self._waiting.remove(sequence)
