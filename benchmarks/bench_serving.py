@@ -96,12 +96,11 @@ async def http_one(client, model: str, messages: list[dict], new_tokens: int, se
 def http_runner(base_url: str, model: str):
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600)
-
     def together(batch: list[list[dict]], new_tokens: int) -> list[Outcome]:
         async def run() -> list[Outcome]:
-            sent = time.perf_counter()
-            return await asyncio.gather(*(http_one(client, model, m, new_tokens, sent) for m in batch))
+            async with AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600) as client:
+                sent = time.perf_counter()
+                return await asyncio.gather(*(http_one(client, model, m, new_tokens, sent) for m in batch))
 
         return asyncio.run(run())
 
