@@ -24,6 +24,7 @@ from assistant import Assistant, AssistantError
 from assistant.config import ToolCallingConfig
 from assistant.langchain_chat import ChatAssistant, to_assistant_messages
 from assistant.tools.events import AssistantTurn
+from langchain_capabilities import ChatAssistantCapabilities
 
 
 @tool
@@ -385,39 +386,11 @@ def test_identifying_and_tracing_params(chat):
 # ---------------------------------------------------------------- LangChain's standard unit tests
 
 
-class TestChatAssistantStandardUnit(ChatModelUnitTests):
+class TestChatAssistantStandardUnit(ChatAssistantCapabilities, ChatModelUnitTests):
     @pytest.fixture(autouse=True)
     def _tiny_assistant(self, bot) -> None:
         self.tiny = bot
 
     @property
-    def chat_model_class(self) -> type[ChatAssistant]:
-        return ChatAssistant
-
-    @property
     def chat_model_params(self) -> dict:
         return {"assistant": self.tiny}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one ChatAssistant serves one loaded assistant

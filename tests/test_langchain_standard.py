@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from assistant import Assistant
 from assistant.config import ToolCallingConfig
-from assistant.langchain_chat import ChatAssistant
+from langchain_capabilities import ChatAssistantCapabilities
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ class _LocalPictures:
         return SimpleNamespace(content=self.png)
 
 
-class TestChatAssistantStandardIntegration(ChatModelIntegrationTests):
+class TestChatAssistantStandardIntegration(ChatAssistantCapabilities, ChatModelIntegrationTests):
     pytestmark = [pytest.mark.asyncio, pytest.mark.filterwarnings("ignore:The test <Function:pytest.PytestWarning")]
 
     @pytest.fixture(autouse=True)
@@ -63,74 +63,10 @@ class TestChatAssistantStandardIntegration(ChatModelIntegrationTests):
         monkeypatch.setattr(standard_chat_models, "httpx", _LocalPictures())
 
     @property
-    def chat_model_class(self) -> type[ChatAssistant]:
-        return ChatAssistant
-
-    @property
     def chat_model_params(self) -> dict:
         # One call per turn: with parallel calls allowed the 135M model repeats the same call until max_tokens.
         # 72 tokens: a forced call of the Joke schema takes about 62 (the call's JSON is written token by token).
         return {"assistant": self.default, "max_tokens": 72, "parallel_tool_calls": False}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def structured_output_kwargs(self) -> dict:
-        return {"method": "function_calling"}
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True  # json_mode is served by the same grammar-constrained forced call
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return True  # base64 blocks and data URLs
-
-    @property
-    def supports_image_urls(self) -> bool:
-        return False  # remote URLs are refused: nothing is fetched from the network
-
-    @property
-    def supports_image_tool_message(self) -> bool:
-        return True
-
-    @property
-    def supports_anthropic_inputs(self) -> bool:
-        return True  # tool_use / image source blocks and input_schema tools convert; thinking blocks are dropped
-
-    @property
-    def supports_pdf_inputs(self) -> bool:
-        return False
-
-    @property
-    def supports_pdf_tool_message(self) -> bool:
-        return False
-
-    @property
-    def supports_audio_inputs(self) -> bool:
-        return False  # the default has no audio encoder
-
-    @property
-    def supports_video_inputs(self) -> bool:
-        return False  # video is frames of typed-content messages; LangChain has no standard video block here
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one ChatAssistant serves one loaded assistant
 
     @pytest.mark.xfail(
         strict=True,
