@@ -2,7 +2,7 @@
 # One entry point that installs what it needs on first use, then runs:
 #   ./run.sh ui [launch_ui.py flags]     the Gradio chat UI on the built-in default
 #   ./run.sh chat [assistant.chat flags] a command-line chat
-#   ./run.sh serve [assistant.serve flags] the OpenAI-compatible HTTP server
+#   ./run.sh serve [launch_server.py flags] the OpenAI-compatible HTTP server
 #   ./run.sh test [pytest args]          the test suite
 #   ./run.sh bench                       the benchmarks
 set -euo pipefail
@@ -40,7 +40,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 case "$command" in
   ui) install_python; exec "$PY" launch_ui.py "$@" ;;
   chat) install_python; exec "$PY" -m assistant.chat "$@" ;;
-  serve) install_python; exec "$PY" -m assistant.serve "$@" ;;
+  serve) install_python; exec "$PY" launch_server.py "$@" ;;
   test) install_python; install_browser; exec "$PY" -m pytest "$@" ;;
   bench) install_python; for script in benchmarks/*.py; do "$PY" "$script"; done ;;
   *) echo "usage: ./run.sh {ui|chat|serve|test|bench} [args]" >&2; exit 2 ;;

@@ -1,10 +1,12 @@
 """Command line for the OpenAI-compatible server: load an assistant, serve it with uvicorn.
 
     python -m assistant.serve --adapter DIR --host 127.0.0.1 --port 8000
-    python -m assistant.serve --api-key sk-local --allow-image-host images.example.com --plugins calculator
+    python launch_server.py --api-key sk-local --allow-image-host images.example.com --plugins calculator
 
 A thin shell: the flags come from ``ServerConfig``'s fields (list fields are repeatable flags, and
 ``--plugins`` also takes comma-separated names); everything else lives in ``assistant.serving``.
+``--plugins`` names registry plugins, which ``assistant/`` does not import: ``launch_server.py``
+(what ``./run.sh serve`` runs) passes the registry's resolver to ``main``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import logging
 import os
 import sys
+from typing import Any, Callable
 
 from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs
 from assistant.errors import AssistantError
@@ -51,7 +54,8 @@ def server_config(args: argparse.Namespace, environ: dict[str, str] | None = Non
     return ServerConfig(**options)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, resolve_plugins: Callable[[list[str]], list[Any]] | None = None) -> int:
+    """Serve until stopped; ``resolve_plugins`` turns ``--plugins`` names into tools (without it they are refused)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -61,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         from assistant.assistant import Assistant
         from assistant.serving.app import create_app
 
+        if config.plugins and resolve_plugins is None:
+            raise AssistantError("--plugins needs the plugin registry: run `python launch_server.py` (./run.sh serve)")
+        plugin_tools = resolve_plugins(config.plugins) if config.plugins else None
         bot = Assistant.from_pretrained(args.adapter)
-        app = create_app(bot, config)
+        app = create_app(bot, config, plugin_tools=plugin_tools)
     except AssistantError as error:
         logger.error("%s", error)
         return 2

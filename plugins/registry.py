@@ -137,3 +137,18 @@ def available_plugins() -> dict[str, BaseTool]:
             load_entry_point_plugins()
             _loaded.set()
         return dict(_plugins)
+
+
+def select_plugins(names: list[str]) -> list[BaseTool]:
+    """The registered plugins called ``names`` in order (``["all"]``: every one, by name), e.g. for a server.
+
+    Raises:
+        AssistantError: A name is not a registered plugin.
+    """
+    available = available_plugins()
+    if "all" in names:
+        return [available[name] for name in sorted(available)]
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise AssistantError(f"unknown plugin(s) {unknown}; available: {sorted(available)}")
+    return [available[name] for name in dict.fromkeys(names)]

@@ -303,7 +303,7 @@ def test_failures_after_streaming_began_end_the_stream_with_an_error_event():
 
 def test_command_line_flags_build_the_server_config():
     from assistant.serve import build_parser, server_config
-    from assistant.serving.app import load_plugins
+    from plugins.registry import select_plugins
 
     args = build_parser().parse_args(["--api-key", "a", "--api-key", "b", "--allow-image-host", "Images.Example.com.",
                                       "--plugins", "calculator,save_note", "--plugins", "caption_image",
@@ -313,9 +313,9 @@ def test_command_line_flags_build_the_server_config():
     assert config.plugins == ["calculator", "save_note", "caption_image"]
     assert (config.max_concurrent, config.max_queue, config.served_model_name) == (2, 64, "mine")
     assert server_config(build_parser().parse_args([]), environ={}) == ServerConfig()
-    assert [tool.name for tool in load_plugins(config.plugins)] == config.plugins
+    assert [tool.name for tool in select_plugins(config.plugins)] == config.plugins
     with pytest.raises(AssistantError, match="nope"):
-        load_plugins(["calculator", "nope"])
+        select_plugins(["calculator", "nope"])
     with pytest.raises(AssistantError, match="max_concurrent"):
         ServerConfig(max_concurrent=0)
 
@@ -464,10 +464,20 @@ def test_server_side_plugins_run_for_requests_without_tools_and_confirmation_too
     assert [call.function.name for call in own_tools.choices[0].message.tool_calls] == ["get_weather"]  # the client's own
 
 
+def test_plugin_names_are_resolved_by_launch_server_not_inside_assistant(bot):
+    from assistant.serve import main
+
+    with pytest.raises(AssistantError, match="plugin_tools"):
+        create_app(bot, ServerConfig(plugins=["calculator"]))
+    assert main(["--plugins", "calculator"]) == 2  # refused before any model loads; launch_server.py resolves them
+    source = (Path(__file__).parents[1] / "launch_server.py").read_text()
+    assert "main(resolve_plugins=select_plugins)" in source
+
+
 def test_the_server_imports_no_plugins_training_or_gradio_at_module_level():
     root = Path(__file__).parents[1] / "assistant"
     for source in [root / "serve.py", *(root / "serving").glob("*.py")]:
-        for node in ast.parse(source.read_text()).body:  # module level only: load_plugins imports lazily
+        for node in ast.walk(ast.parse(source.read_text())):  # anywhere: launch_server.py brings the registry
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(
                 node, ast.ImportFrom) else []
             assert not {name.split(".")[0] for name in names} & {"plugins", "training", "gradio"}, source

@@ -34,23 +34,6 @@ logger = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
 
 
-def load_plugins(names: list[str]) -> list[Any]:
-    """The registry plugins called ``names`` (``["all"]``: every registered one), for server-side use.
-
-    Raises:
-        AssistantError: A name is not a registered plugin.
-    """
-    from plugins.registry import available_plugins  # lazy: assistant/ never imports plugins/ at module level
-
-    available = available_plugins()
-    if "all" in names:
-        return [available[name] for name in sorted(available)]
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise AssistantError(f"unknown plugin(s) {unknown}; available: {sorted(available)}")
-    return [available[name] for name in dict.fromkeys(names)]
-
-
 async def read_json_body(request: Request, limit: int) -> Any:
     """The request's JSON body, refusing bodies over ``limit`` bytes (declared or counted as they arrive).
 
@@ -97,14 +80,18 @@ def create_app(assistant: Any, config: ServerConfig | None = None, *, fetch_imag
         config: Limits, keys and extras; the defaults when omitted.
         fetch_image: Fetches remote image URLs; by default a ``RemoteImageFetcher`` over
             ``config.allow_image_hosts`` when that is set, else remote image URLs are refused.
-        plugin_tools: Tools run server-side for requests without tools of their own; by default the
-            registry plugins named in ``config.plugins``.
+        plugin_tools: Tools run server-side for requests without tools of their own (the caller
+            resolves ``config.plugins`` to tools, e.g. with ``plugins.registry.select_plugins``).
+
+    Raises:
+        AssistantError: ``config.plugins`` names plugins but no ``plugin_tools`` were given.
     """
     config = config or ServerConfig()
     if fetch_image is None and config.remote_images:
         fetch_image = RemoteImageFetcher(config.allow_image_hosts, config.image_fetch_max_bytes, config.image_fetch_timeout_s)
     if plugin_tools is None and config.plugins:
-        plugin_tools = load_plugins(config.plugins)
+        raise AssistantError(f"config.plugins names {config.plugins}: pass those tools as plugin_tools "
+                             "(assistant/ does not import the plugin registry; launch_server.py does)")
     admission = Admission(config.max_concurrent, config.max_queue)
     completions = ChatCompletions(assistant, config, admission, fetch_image, plugin_tools)
     model_card = ModelCard(id=config.served_model_name, created=now())
