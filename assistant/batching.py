@@ -281,11 +281,12 @@ class BatchEngine:
             if budget <= 0 or len(self._rows) + len(group) >= self.max_batch:
                 break
             if sequence.embeddings is None:
+                name, cached = self.pool.longest_prefix(sequence.keys) if sequence.reuse_prefix else (None, 0)
                 shared = max((common_prefix_length(other.keys, sequence.keys) for other in group), default=0)
-                if sequence.reuse_prefix and shared > self.pool.longest_prefix(sequence.keys)[1] + SHARE_AT_LEAST:
+                if sequence.reuse_prefix and shared > cached + SHARE_AT_LEAST:
                     continue
                 try:
-                    self._start(sequence)
+                    self._start(sequence, name, cached)
                 except Exception as error:  # noqa: BLE001 - delivered to the request's reader
                     self._waiting.remove(sequence)
                     self._fail(sequence, error)
@@ -299,10 +300,10 @@ class BatchEngine:
         if group:
             self._prefill_group(group, sizes)
 
-    def _start(self, sequence: _Sequence) -> None:
+    def _start(self, sequence: _Sequence, name: Hashable | None, cached: int) -> None:
+        """Begin prefilling after the first ``cached`` positions, taken from pool entry ``name``."""
         sequence.epoch = self._epoch
-        name, reused = self.pool.longest_prefix(sequence.keys) if sequence.reuse_prefix else (None, 0)
-        reused = min(reused, len(sequence.keys) - 1)  # at least one position must run to produce logits
+        reused = min(cached, len(sequence.keys) - 1)  # at least one position must run to produce logits
         if sequence.name is None:
             # A continuation of a whole entry (the next turn of that conversation) replaces it.
             sequence.name = name if name is not None and self.pool.covers(name, reused) else self.pool.new_name()

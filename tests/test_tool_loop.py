@@ -79,9 +79,8 @@ def test_two_sleeping_tools_run_in_parallel(bot):
         time.sleep(seconds)
         return "rested"
 
-    runner = ToolRunner([tool_spec(nap)], MediaConfig(), ToolContext())
     started = time.perf_counter()
-    results = [e for e in runner.run([ToolCall("nap", {"seconds": 0.8}), ToolCall("nap", {"seconds": 0.8})]) if isinstance(e, ToolResult)]
+    results = _run_calls(nap, [ToolCall("nap", {"seconds": 0.8}), ToolCall("nap", {"seconds": 0.8})])
     elapsed = time.perf_counter() - started
     assert [r.ok for r in results] == [True, True]
     assert elapsed < 1.4, f"two 0.8 s tools took {elapsed:.2f} s: not parallel"
@@ -91,10 +90,13 @@ def test_two_sleeping_tools_run_in_parallel(bot):
     assert time.perf_counter() - started >= 0.6
 
 
-def _run_one(spec_tool, arguments, **runner_options) -> ToolResult:
+def _run_calls(spec_tool, calls: list[ToolCall], **runner_options) -> list[ToolResult]:
     runner = ToolRunner([tool_spec(spec_tool)], MediaConfig(), ToolContext(), **runner_options)
-    name = tool_spec(spec_tool).name
-    [result] = [e for e in runner.run([ToolCall(name, arguments)]) if isinstance(e, ToolResult)]
+    return [e for e in runner.run(calls) if isinstance(e, ToolResult)]
+
+
+def _run_one(spec_tool, arguments, **runner_options) -> ToolResult:
+    [result] = _run_calls(spec_tool, [ToolCall(tool_spec(spec_tool).name, arguments)], **runner_options)
     return result
 
 
@@ -169,9 +171,7 @@ def test_unknown_tools_and_arguments_failing_the_schema_do_not_run():
         ran.append(count)
         return "ok"
 
-    runner = ToolRunner([tool_spec(record)], MediaConfig(), ToolContext())
-    results = [e for e in runner.run([ToolCall("delete_everything", {}), ToolCall("record", {"count": "many"}),
-                                      ToolCall("record", {})]) if isinstance(e, ToolResult)]
+    results = _run_calls(record, [ToolCall("delete_everything", {}), ToolCall("record", {"count": "many"}), ToolCall("record", {})])
     assert "unknown tool 'delete_everything'" in _text(results[0])
     assert "at count" in _text(results[1]) and "'many' is not of type 'integer'" in _text(results[1])
     assert "'count' is a required property" in _text(results[2])
