@@ -194,10 +194,6 @@ class BatchEngine:
             worker.join(timeout_s)
 
     @property
-    def cached_tokens(self) -> int:
-        return self.pool.cached_tokens
-
-    @property
     def active(self) -> int:
         """Requests queued, prefilling or decoding."""
         return len(self._submitted) + len(self._waiting) + len(self._rows)

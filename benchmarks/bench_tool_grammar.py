@@ -76,7 +76,7 @@ def decode_once(bot: Assistant, constrained: bool, max_new_tokens: int) -> tuple
     prompt = bot.prepare(QUESTION, max_new_tokens, [spec])
     keys = prompt.position_keys()
     ids, first = [], None
-    for token in bot._engine.generate(keys, lambda start: bot._embed_suffix(prompt, start), SamplingOptions(max_new_tokens),
+    for token in bot._engine.submit(keys, lambda start: bot._embed_suffix(prompt, start), SamplingOptions(max_new_tokens),
                                       threading.Event(), constraint=constraint):
         if first is None:
             first = time.perf_counter()
