@@ -300,6 +300,7 @@ def build_app(
     ``plugins`` maps names to langchain tools (default: every registered plugin, ``plugins.available_plugins()``).
     """
     handlers = ChatHandlers(bot, max_file_mb, available_plugins() if plugins is None else plugins)
+    hears = "audio" in bot.supported_media  # microphone recording and audio uploads (shown as players in the chat)
     session = gr.State({})
     choices = [(f"{name}{' (asks first)' if ToolPolicy.of(tool).requires_confirmation else ''}", name) for name, tool in sorted(handlers.plugins.items())]
     plugin_box = gr.CheckboxGroup(
@@ -321,10 +322,11 @@ def build_app(
             handlers.respond,
             multimodal=True,
             textbox=gr.MultimodalTextbox(
-                placeholder="Ask about an image, or attach several...",
-                file_types=sorted(MEDIA_TYPE_BY_EXTENSION),
+                placeholder="Ask about a picture or a recording (type, record, or attach several files)..." if hears
+                else "Ask about an image, or attach several...",
+                file_types=sorted(suffix for suffix, kind in MEDIA_TYPE_BY_EXTENSION.items() if kind in bot.supported_media),
                 file_count="multiple",
-                sources=["upload"],
+                sources=["upload", "microphone"] if hears else ["upload"],
                 stop_btn=True,
                 elem_id="message",
             ),

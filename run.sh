@@ -24,13 +24,14 @@ install_python() {
   touch "$STAMP"
 }
 
-install_browser() {
-  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+install_debian() {
+  # chromium + chromedriver for the browser test; espeak-ng speaks the audio tests' (and the recipe's) questions.
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v espeak-ng >/dev/null && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[run.sh] installing Debian chromium + chromium-driver for the browser test..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    echo "[run.sh] installing Debian chromium, chromium-driver and espeak-ng for the tests..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver espeak-ng >/dev/null
   else
-    echo "[run.sh] chromium/chromedriver not found and cannot apt-get: the browser test will be skipped" >&2
+    echo "[run.sh] chromium/chromedriver/espeak-ng missing and cannot apt-get: the browser and speech tests will be skipped" >&2
   fi
 }
 
@@ -41,7 +42,7 @@ case "$command" in
   ui) install_python; exec "$PY" launch_ui.py "$@" ;;
   chat) install_python; exec "$PY" -m assistant.chat "$@" ;;
   serve) install_python; exec "$PY" launch_server.py "$@" ;;
-  test) install_python; install_browser; exec "$PY" -m pytest "$@" ;;
+  test) install_python; install_debian; exec "$PY" -m pytest "$@" ;;
   bench) install_python; for script in benchmarks/*.py; do "$PY" "$script"; done ;;
   *) echo "usage: ./run.sh {ui|chat|serve|test|bench} [args]" >&2; exit 2 ;;
 esac

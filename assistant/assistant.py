@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from assistant.audio import AudioBudget, load_audio
 from assistant.config import AssistantConfig
 from assistant.encoders import build_encoder
 from assistant.errors import AssistantError
@@ -83,7 +84,7 @@ class Assistant:
         self.config = config
         self.stats = AssistantStats()
         tokens_per_frame = model.tokens_per_frame()
-        self.prompt_builder = PromptBuilder(tokenizer, tokens_per_frame, config.system_prompt, config.tools.format)
+        self.prompt_builder = PromptBuilder(tokenizer, model.media_tokens, config.system_prompt, config.tools.format)
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
@@ -97,6 +98,12 @@ class Assistant:
         image_tokens = tokens_per_frame.get("image", 0)
         self.frames_per_video = max(1, min(config.media.video_max_frames, config.media.video_token_budget // max(image_tokens, 1)))
         self.context_window = config.llm.max_context_tokens or model.llm.config.max_position_embeddings
+        self.audio_budget = None
+        if "audio" in model.encoders:
+            self.audio_budget = AudioBudget(
+                config.media.audio_token_budget, lambda samples: model.tokens_for_samples("audio", samples),
+                lambda tokens: model.samples_within("audio", tokens),
+            )
 
     # ---------------------------------------------------------------- construction and artifacts
 
@@ -190,12 +197,31 @@ class Assistant:
         info = {"llm": self.config.llm.model + (f" + LoRA r={self.config.llm.lora.r}" if self.config.llm.lora.r else "")}
         for modality, encoder in self.model.encoders.items():
             info[f"{modality} encoder"] = encoder.description
-            info[f"{modality} connector"] = f"{self.config.modalities[modality].connector.kind} ({self.model.tokens_per_frame()[modality]} tokens)"
+            kind = self.config.modalities[modality].connector.kind
+            if modality == "audio":
+                rate = self.model.connectors["audio"].num_output_tokens(100 * encoder.frames_per_second) / 100
+                info[f"{modality} connector"] = f"{kind} ({rate:g} tokens per second of audio)"
+            else:
+                info[f"{modality} connector"] = f"{kind} ({self.model.tokens_per_frame()[modality]} tokens)"
         return info
 
-    def parse(self, messages: list[dict[str, Any]]) -> list[Message]:
-        """Validate ``messages`` and load their media; changes no state."""
-        return validate_messages(messages, self.config.media, self.supported_media, self.frames_per_video)
+    def parse(self, messages: list[dict[str, Any]], cut_audio: bool = True) -> list[Message]:
+        """Validate ``messages`` and load their media; changes no state.
+
+        Args:
+            cut_audio: Cut each turn's audio to ``media.audio_token_budget`` as the model sees it
+                (off: whole clips, for tools such as transcription).
+        """
+        return validate_messages(
+            messages, self.config.media, self.supported_media, self.frames_per_video, self.media_loaders(),
+            audio_budget=self.audio_budget if cut_audio else None,
+        )
+
+    def media_loaders(self) -> dict[str, Any]:
+        """Loaders for the media types beyond images and videos (audio, when an audio encoder is configured)."""
+        if "audio" not in self.model.encoders:
+            return {}
+        return {"audio": lambda source: load_audio(source, self.config.media)}
 
     def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256, tools: list[Any] | None = None) -> Prompt:
         """Validate ``messages``, load their media and build the prompt (with ``tools`` on offer); changes no state."""
@@ -446,7 +472,7 @@ class Assistant:
         key = (modality, frame.key)
         features = self._features.get(key)
         if features is None:
-            features = self.model.encoders[modality].encode([frame.image])[0]  # (N, D_enc)
+            features = self.model.encoders[modality].encode_frame(frame)  # (N, D_enc)
             self.stats.encoder_calls += 1
             self._features.put(key, features)
         else:

@@ -23,7 +23,7 @@ from assistant.media import describe as describe_media  # how errors name a file
 MEDIA_TYPE_BY_EXTENSION = {
     **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"), "image"),
     **dict.fromkeys((".mp4", ".webm", ".mov", ".mkv", ".avi"), "video"),
-    **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".m4a"), "audio"),
+    **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"), "audio"),
 }
 ERROR_TITLE = "Could not answer"  # marks a failed turn; it and its user message are left out of later prompts
 BYTES_PER_MB = 1024 * 1024

@@ -19,14 +19,22 @@ from assistant.errors import AssistantError
 
 DEFAULT_LLM = "default"
 DEFAULT_VISION_ENCODER = "efficientnet_lite0"
+DEFAULT_AUDIO_ENCODER = "whisper"
 
 
 @dataclass
 class EncoderConfig:
     """A frozen media encoder."""
 
-    kind: str = field(default=DEFAULT_VISION_ENCODER, metadata={"help": "encoder registry key: efficientnet_lite0 | hf_vision"})
-    model: str | None = field(default=None, metadata={"help": "Hugging Face id or local folder (hf_vision)"})
+    kind: str = field(
+        default=DEFAULT_VISION_ENCODER,
+        metadata={"help": "encoder registry key: efficientnet_lite0 | hf_vision (images); whisper | hf_whisper (audio)"},
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "Hugging Face id or local folder (hf_vision, hf_whisper); a CTranslate2 Whisper folder "
+                          "(whisper; default: the packaged Whisper base)"},
+    )
     feature_layer: int | None = field(
         default=None,
         metadata={"help": "which layer's tokens: hf_vision hidden-state index (default -2, as LLaVA); "
@@ -34,10 +42,16 @@ class EncoderConfig:
     )
     drop_cls_token: bool = field(default=True, metadata={"help": "drop the CLS token where the model has one"})
     image_size: int = field(default=224, metadata={"help": "input resolution (efficientnet_lite0)"})
+    pad_to_window: bool = field(
+        default=False,
+        metadata={"help": "whisper: encode every 30-s window padded to its full length, as Whisper was trained, and keep "
+                          "the frames of real audio (about 20x slower for a 2-s clip); off: encode only the real audio. "
+                          "hf_whisper always pads (its encoder takes 30-s windows only)"},
+    )
 
     def __post_init__(self) -> None:
-        if self.kind == "hf_vision" and not self.model:
-            raise AssistantError("encoder kind 'hf_vision' needs `model` (a Hugging Face id or folder)")
+        if self.kind in ("hf_vision", "hf_whisper") and not self.model:
+            raise AssistantError(f"encoder kind {self.kind!r} needs `model` (a Hugging Face id or folder)")
         if self.image_size < 32:
             raise AssistantError(f"encoder image_size must be at least 32, got {self.image_size}")
 
@@ -46,7 +60,7 @@ class EncoderConfig:
 class ConnectorConfig:
     """A trainable connector; options a connector kind does not take are ignored."""
 
-    kind: str = field(default="mlp", metadata={"help": "connector registry key: mlp | resampler"})
+    kind: str = field(default="mlp", metadata={"help": "connector registry key: mlp | resampler (images); stack (audio)"})
     hidden_dim: int | None = field(default=None, metadata={"help": "inner width (default: LLM width)"})
     num_latents: int = field(default=32, metadata={"help": "output tokens per item (resampler)"})
     depth: int = field(default=2, metadata={"help": "cross-attention blocks (resampler)"})
@@ -59,10 +73,11 @@ class ConnectorConfig:
     select_cells: int = field(
         default=0, metadata={"help": "pass on only this many cells, those scored most likely to hold an object (mlp; 0: all)"}
     )
+    stack: int = field(default=8, metadata={"help": "encoder frames stacked into one LLM token (stack; Whisper: 50 frames/s)"})
 
     def __post_init__(self) -> None:
-        if self.num_latents < 1 or self.depth < 1 or self.num_heads < 1:
-            raise AssistantError("connector num_latents, depth and num_heads must be positive")
+        if self.num_latents < 1 or self.depth < 1 or self.num_heads < 1 or self.stack < 1:
+            raise AssistantError("connector num_latents, depth, num_heads and stack must be positive")
         if self.tokens_per_cell < 1 or self.select_cells < 0:
             raise AssistantError(
                 f"connector tokens_per_cell must be positive and select_cells not negative, got "
@@ -79,6 +94,11 @@ class ModalityConfig:
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+
+    @classmethod
+    def default_audio(cls) -> "ModalityConfig":
+        """The packaged Whisper-base encoder and a frame-stacking connector (8 frames, 6.25 tokens per second)."""
+        return cls(EncoderConfig(kind=DEFAULT_AUDIO_ENCODER), ConnectorConfig(kind="stack", stack=8))
 
 
 @dataclass
@@ -127,12 +147,19 @@ class MediaConfig:
     video_max_frames: int = field(default=8, metadata={"help": "frames sampled from a video"})
     video_token_budget: int = field(default=512, metadata={"help": "LLM tokens one video may use"})
     cache_mb: float = field(default=256.0, metadata={"help": "bound on cached encoder outputs"})
+    audio_max_seconds: float = field(default=600.0, metadata={"help": "longest audio clip accepted (decoded duration)"})
+    audio_max_channels: int = field(default=8, metadata={"help": "most channels an audio file may have (mixed to mono)"})
+    audio_token_budget: int = field(
+        default=750, metadata={"help": "LLM tokens the audio of one turn may use; longer audio is cut (and logged)"}
+    )
 
     def __post_init__(self) -> None:
         if self.max_items_per_request < 0 or self.max_file_mb <= 0 or self.max_image_pixels <= 0:
             raise AssistantError("media limits must be positive")
         if self.video_max_frames < 1 or self.video_token_budget < 1:
             raise AssistantError("video_max_frames and video_token_budget must be at least 1")
+        if self.audio_max_seconds <= 0 or self.audio_max_channels < 1 or self.audio_token_budget < 1:
+            raise AssistantError("audio_max_seconds, audio_max_channels and audio_token_budget must be positive")
 
 
 @dataclass

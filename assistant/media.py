@@ -34,8 +34,8 @@ class Frame:
 class LoadedMedia:
     """A media item ready for encoding: one frame for an image, several for a video."""
 
-    modality: str  # "image" or "video"
-    frames: tuple[Frame, ...]
+    modality: str  # "image", "video" or "audio"
+    frames: tuple[Any, ...]  # ``Frame``s for an image or video, one ``assistant.audio.AudioClip`` for audio
     timestamps: tuple[float, ...]  # seconds, one per frame
     name: str  # how error messages and logs refer to it
 
@@ -52,7 +52,7 @@ def describe(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _read_bytes(source: Any, limits: MediaConfig) -> bytes:
+def read_media_bytes(source: Any, limits: MediaConfig) -> bytes:
     max_bytes = int(limits.max_file_mb * 1024 * 1024)
     name = describe(source)
     if isinstance(source, (bytes, bytearray)):
@@ -147,7 +147,7 @@ def load_frame(source: Any, limits: MediaConfig) -> Frame:
         if len(source.shape) not in (2, 3) or str(source.dtype) != "uint8":
             raise MediaError(f"image array must be (H, W) or (H, W, 3) uint8, got {source.shape} {source.dtype}")
         return _frame_from_pil(Image.fromarray(source), name, limits)
-    data = _read_bytes(source, limits)
+    data = read_media_bytes(source, limits)
     image = _open_image(data, name, limits)
     return Frame(_to_rgb(image), hashlib.sha256(data).hexdigest())
 
@@ -180,7 +180,7 @@ def load_video(source: Any, limits: MediaConfig, num_frames: int, fps: float | N
         frames = tuple(load_frame(source[i], limits) for i in indices)
         rate = fps or 1.0
         return LoadedMedia("video", frames, tuple(i / rate for i in indices), f"<video of {len(source)} frames>")
-    data = _read_bytes(source, limits)
+    data = read_media_bytes(source, limits)
     decoded = _decode_animated_image(data, name, limits, num_frames)
     if decoded is None:
         decoded = _decode_container(data, name, limits, num_frames)

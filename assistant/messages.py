@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from assistant.config import MediaConfig
 from assistant.errors import AssistantError
+from assistant.audio import AudioBudget, cut_to_budget
 from assistant.media import LoadedMedia, load_image, load_video
 from assistant.tools.calls import ToolCall, parse_tool_calls
 
@@ -59,6 +60,7 @@ def validate_messages(
     frames_per_video: int,
     load_extra: dict[str, Callable[[Any], LoadedMedia]] | None = None,
     final_roles: tuple[str, ...] = ("user", "tool"),
+    audio_budget: AudioBudget | None = None,
 ) -> list[Message]:
     """Check a conversation and load its media.
 
@@ -69,6 +71,8 @@ def validate_messages(
         frames_per_video: Frames sampled from each video.
         load_extra: Loaders for further media types (audio arrives through this slot).
         final_roles: Roles the last message may have (training rows end with the assistant).
+        audio_budget: The LLM tokens the audio of one message may use; longer audio is cut
+            (``assistant.audio.cut_to_budget`` logs each cut).
 
     Raises:
         AssistantError: Naming the first problem found.
@@ -119,6 +123,12 @@ def validate_messages(
             else:
                 shown = kind if kind is not None else type(part).__name__
                 raise AssistantError(f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)}")
+        audio = [part for part in parts if isinstance(part, LoadedMedia) and part.modality == "audio"]
+        if audio and audio_budget is not None:
+            cut = cut_to_budget(audio, audio_budget, where)  # a prefix of ``audio``, the last one maybe cut
+            replaced = {id(item): (cut[index] if index < len(cut) else None) for index, item in enumerate(audio)}
+            parts = [replaced.get(id(part), part) for part in parts]
+            parts = [part for part in parts if part is not None]
         calls = parse_tool_calls(message["tool_calls"], where) if message.get("tool_calls") else []
         if calls and role != "assistant":
             raise AssistantError(f"{where}: only assistant turns carry tool_calls, not {role}")

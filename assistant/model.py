@@ -52,10 +52,30 @@ class MultimodalModel(nn.Module):
         return model
 
     def tokens_per_frame(self) -> dict[str, int]:
+        """LLM tokens per frame of each fixed-length modality (image); audio depends on the clip (``media_tokens``)."""
         return {
             modality: self.connectors[modality].num_output_tokens(encoder.num_tokens)
             for modality, encoder in self.encoders.items()
+            if encoder.modality != "audio"
         }
+
+    def media_tokens(self, modality: str, frame) -> int:
+        """LLM tokens one loaded frame (an image, a video frame, an audio clip) becomes: the placeholder count."""
+        return self.connectors[modality].num_output_tokens(self.encoders[modality].num_frames(frame))
+
+    def tokens_for_samples(self, modality: str, samples: int) -> int:
+        """LLM tokens of an audio clip of ``samples`` samples."""
+        encoder = self.encoders[modality]
+        return self.connectors[modality].num_output_tokens(-(-samples // encoder.samples_per_frame))
+
+    def samples_within(self, modality: str, budget: int) -> int:
+        """Most samples one audio clip may have for its LLM tokens to fit in ``budget`` (a binary search)."""
+        connector, encoder = self.connectors[modality], self.encoders[modality]
+        low, high = 0, budget * 1024  # frames; no connector makes 1024 frames fewer than one token
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if connector.num_output_tokens(middle) <= budget else (low, middle - 1)
+        return low * encoder.samples_per_frame
 
     @property
     def device(self) -> torch.device:
@@ -123,23 +143,31 @@ class MultimodalModel(nn.Module):
         Args:
             pixel_values: Per modality, a preprocessed batch (K, ...) of the K frames in order.
             encoder_features: Per modality, frozen-encoder outputs (K, N, D_enc) computed beforehand
-                (e.g. from a feature cache); used instead of ``pixel_values`` for that modality.
+                (e.g. from a feature cache), or a list of K (N_k, D_enc) tensors for a modality whose
+                items differ in length (audio); used instead of ``pixel_values`` for that modality.
             media_tokens_only: Return the connector outputs per modality, (K*M, D), without running
                 the LLM (objectives on the connector alone, e.g. lexical alignment).
             all_cells: With ``media_tokens_only``, return ``connect_cells`` per modality instead: every
-                cell's tokens (K, N, S, D) and objectness scores (K, N) or None.
+                cell's tokens (K, N, S, D) and objectness scores (K, N) or None; for a list modality
+                (audio), each item's tokens (M_k, D).
         """
         features = dict(encoder_features or {})
         for modality, batch in (pixel_values or {}).items():
             with torch.no_grad():
                 features[modality] = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
-        if media_tokens_only and all_cells:
-            return {modality: self.connect_cells(modality, batch) for modality, batch in features.items() if batch.shape[0]}
-        media_tokens = {
-            modality: self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
-            for modality, batch in features.items()
-            if batch.shape[0]
-        }
+        if media_tokens_only and all_cells:  # a list modality (audio): each item's tokens (M_k, D)
+            return {
+                modality: [self.connect(modality, item.unsqueeze(0))[0] for item in batch] if isinstance(batch, list)
+                else self.connect_cells(modality, batch)
+                for modality, batch in features.items() if len(batch)
+            }
+        media_tokens = {}
+        for modality, batch in features.items():
+            if isinstance(batch, list):  # items of different lengths: connected one by one
+                if batch:
+                    media_tokens[modality] = torch.cat([self.connect(modality, item.unsqueeze(0))[0] for item in batch])
+            elif batch.shape[0]:
+                media_tokens[modality] = self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
         if media_tokens_only:
             return media_tokens
         embeddings = self.embed(input_ids, media_tokens)

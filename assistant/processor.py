@@ -1,9 +1,10 @@
 """Render a conversation with the LLM's chat template and expand media into placeholder positions.
 
-The placeholder contract: each media frame becomes exactly ``tokens_per_frame[modality]`` positions
-holding ``PLACEHOLDER_IDS[modality]``; the model replaces those positions by the connector's output and
-raises if the counts differ. Video frames are images, each preceded by a timestamp in text so the LLM
-gets the temporal order. Training and inference build token ids through this one module, so what is
+The placeholder contract: each media frame becomes exactly as many positions holding
+``PLACEHOLDER_IDS[modality]`` as the connector makes tokens for it (a fixed count per image, a count
+that follows the duration for an audio clip); the model replaces those positions by the connector's
+output and raises if the counts differ. Video frames are images, each preceded by a timestamp in text
+so the LLM gets the temporal order. Training and inference build token ids through this one module, so what is
 trained is what is served. This module knows nothing about torch modules or generation.
 """
 
@@ -12,12 +13,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from transformers import PreTrainedTokenizerBase
 
 from assistant.errors import AssistantError
-from assistant.media import Frame
 from assistant.messages import Message
 from assistant.tools.formats import build_tool_format
 from assistant.tools.spec import ToolSpec
@@ -35,7 +35,7 @@ class MediaSpan:
     modality: str
     start: int
     length: int
-    frame: Frame
+    frame: Any  # an ``assistant.media.Frame``, or an ``assistant.audio.AudioClip``
 
 
 @dataclass
@@ -68,12 +68,17 @@ class PromptBuilder:
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
-        tokens_per_frame: dict[str, int],
+        tokens_per_frame: dict[str, int] | Callable[[str, Any], int],
         system_prompt: str | None = None,
         tool_format: str = "hermes",
     ) -> None:
+        """``tokens_per_frame``: a fixed count per modality, or ``(modality, frame) -> count``
+        (``MultimodalModel.media_tokens``, which audio needs)."""
         self.tokenizer = tokenizer
-        self.tokens_per_frame = tokens_per_frame
+        if callable(tokens_per_frame):
+            self.media_tokens = tokens_per_frame
+        else:
+            self.media_tokens = lambda modality, frame: tokens_per_frame[modality]
         self.system_prompt = system_prompt
         self.tool_format = build_tool_format(tool_format)
         self.native_tools = template_renders_tools(tokenizer)
@@ -82,10 +87,10 @@ class PromptBuilder:
 
     def _template_messages(
         self, messages: list[Message], tools: list[ToolSpec]
-    ) -> tuple[list[dict[str, Any]], list[Frame], list[str]]:
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, Any]], list[str]]:
         """Plain-string messages for the chat template, with a marker where each frame goes and where
         untrusted text that spells a special token goes (tokenised apart in ``build``)."""
-        frames: list[Frame] = []
+        frames: list[tuple[str, Any]] = []  # (encoder modality, frame or clip)
         untrusted: list[str] = []
 
         def guard(text: str) -> str:
@@ -104,7 +109,7 @@ class PromptBuilder:
                 for frame, timestamp in zip(part.frames, part.timestamps):
                     prefix = f"[{timestamp:.1f}s]" if part.modality == "video" else ""
                     markers.append(f"{prefix}\ue000{len(frames)}\ue001")
-                    frames.append(frame)
+                    frames.append(("audio" if part.modality == "audio" else "image", frame))  # video frames are images
                 pieces.append(("Video: " if part.modality == "video" else "") + "".join(markers))
             return "\n".join(pieces)
 
@@ -159,9 +164,8 @@ class PromptBuilder:
             if match.group(2) is not None:
                 input_ids += self.encode_untrusted(untrusted[int(match.group(2))])
                 continue
-            frame = frames[int(match.group(1))]
-            modality = "image"  # video frames use the image encoder; audio gets its own marker kind later
-            length = self.tokens_per_frame[modality]
+            modality, frame = frames[int(match.group(1))]
+            length = self.media_tokens(modality, frame)
             spans.append(MediaSpan(modality, len(input_ids), length, frame))
             input_ids += [PLACEHOLDER_IDS[modality]] * length
         input_ids += self.encode_text(text[cursor:])

@@ -4,7 +4,8 @@ Plugins arrive three ways and all pass through ``register_plugin``, which refuse
 function-name rule of ``assistant.tools.spec.TOOL_NAME``), tools that cannot be described to a
 model, and a second tool under a name already taken:
 
-* the built-ins (``calculator``, ``caption_image``, ``transform_image``, ``save_note``, ``search_knowledge``);
+* the built-ins (``calculator``, ``caption_image``, ``transform_image``, ``save_note``, ``search_knowledge``,
+  ``transcribe_audio``);
 * third-party packages declaring the entry-point group ``multimodal_assistant.plugins``; each entry
   point loads to a ``BaseTool``, a list of them, or a plain typed, documented function (wrapped with
   ``@plugin``); one that fails to load is logged and skipped, never fatal;
@@ -30,11 +31,12 @@ from plugins.captioning import caption_image
 from plugins.image_tools import transform_image
 from plugins.notes import save_note
 from plugins.retrieval.tool import knowledge_tool
+from plugins.transcription import transcribe_audio
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multimodal_assistant.plugins"
-BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool())
+BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool(), transcribe_audio)
 
 _plugins: dict[str, BaseTool] = {}
 _lock = threading.RLock()

@@ -148,3 +148,16 @@ def tiny_sentence_model(tmp_path_factory) -> str:
     transformer = models.Transformer(str(bert), max_seq_length=64)
     SentenceTransformer(modules=[transformer, models.Pooling(32, "mean")]).save(str(folder / "st"))
     return str(folder / "st")
+
+
+@pytest.fixture(scope="session")
+def speak():
+    """``speak(text, voice="en-us") -> 16 kHz samples`` through espeak-ng; skips without it (fails under REQUIRE_ESPEAK=1)."""
+    from training.data.audio_rows import have_espeak, speak as espeak
+
+    if not have_espeak():
+        reason = "espeak-ng is not installed (Debian: apt-get install espeak-ng)"
+        if os.environ.get("REQUIRE_ESPEAK") == "1":
+            pytest.fail(reason + "; REQUIRE_ESPEAK=1 forbids skipping")
+        pytest.skip(reason)
+    return espeak

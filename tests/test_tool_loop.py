@@ -219,7 +219,7 @@ class ScriptedAssistant:
         self.config = type("Config", (), {"media": MediaConfig()})()
         self.choices: list = []
 
-    def parse(self, messages):
+    def parse(self, messages, cut_audio=True):
         return []
 
     def stream_events(self, messages, tools, tool_choice, **options):

@@ -5,6 +5,8 @@ retrieval and captioning plugins' models (``training.retrieval_eval``).
     python -m training.evaluate --task retrieval [--scenes 1000] [--embedder default]   # picture <-> text Recall@k
     python -m training.evaluate --task documents                                        # document hit@5
     python -m training.evaluate --task captions [--adapter DIR | --captioner MODEL]     # BLEU-4 and CIDEr
+    python -m training.evaluate --task audio --data runs/default/data [--adapter DIR]  # spoken vs typed, sounds
+    python -m training.evaluate --task transcription                                    # transcribe_audio WER
 
 Every assistant turn of every row is answered by the ``Assistant`` (greedy, earlier turns given as
 gold history) and scored: accuracy per question type (normalised exact match), overall VQA accuracy
@@ -46,7 +48,7 @@ def answer_rows(assistant: Assistant, rows: list) -> list[dict[str, Any]]:
             if message["role"] != "assistant":
                 continue
             reference = message_text(message["content"])
-            budget = CAPTION_TOKENS if kind == "caption" else SHORT_ANSWER_TOKENS
+            budget = CAPTION_TOKENS if kind in ("caption", "said") else SHORT_ANSWER_TOKENS
             prediction = assistant.chat(row.messages[:index], max_new_tokens=budget)
             records.append({
                 "row": row.id,
@@ -118,8 +120,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions"], default="vqa",
-                        help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval")
+    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions", "audio", "transcription"], default="vqa",
+                        help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval; "
+                             "audio (--data: the recipe's data folder), transcription: see training.audio_eval")
     parser.add_argument("--adapter", help="adapter artifact folder (default: the built-in default)")
     parser.add_argument("--data", help="rows: LLaVA .json/.jsonl or messages .jsonl (task vqa)")
     parser.add_argument("--scenes", type=int, default=None, help="scenes per split (retrieval: 1000, captions: 200)")
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the full JSON report (with every answer) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.task in ("audio", "transcription"):
+        return audio_task(args)
     if args.task != "vqa":
         return plugin_task(args)
     if not args.data:
@@ -154,6 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("results for %s on %s:\n%s", args.adapter or "the built-in default", args.data, format_table(report))
     if args.out:
         Path(args.out).write_text(json.dumps({**report, "answers": records}, indent=1))
+    return 0
+
+
+def audio_task(args: argparse.Namespace) -> int:
+    """Run the audio or transcription evaluation and print (and optionally write) its report."""
+    from training import audio_eval
+
+    try:
+        if args.task == "transcription":
+            report = audio_eval.transcription_report()
+            print(json.dumps({k: v for k, v in report.items() if k != "cases"}, indent=1))
+        else:
+            if not args.data:
+                logger.error("--task audio needs --data: the recipe's data folder (with test_audio.jsonl)")
+                return 2
+            assistant = Assistant.from_pretrained(args.adapter)
+            if "audio" not in assistant.supported_media:
+                logger.error("%s has no audio encoder", args.adapter or "the built-in default")
+                return 2
+            report = audio_eval.audio_report(assistant, Path(args.data), args.max_rows)
+            print(audio_eval.format_audio_table(report))
+    except (AssistantError, FileNotFoundError, RuntimeError) as error:
+        logger.error("%s", error)
+        return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     return 0
 
 

@@ -28,6 +28,7 @@ from assistant.freeze import apply_freeze_policy
 from assistant.llm import attach_lora
 from assistant.processor import PromptBuilder
 from training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint, trainable_state
+from training.audio_alignment import ctc_alignment_loss
 from training.config import TrainConfig
 from training.contract import check_template_contract
 from training.data.examples import ConversationDataset, check_row, collate
@@ -119,11 +120,12 @@ class Trainer:
             self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.trainable = apply_freeze_policy(self.model, train_connectors=True, train_lora=config.stage == "instruct")
         served = self.assistant.config
-        self.builder = PromptBuilder(self.assistant.tokenizer, self.model.tokens_per_frame(), served.system_prompt, served.tools.format)
+        self.builder = PromptBuilder(self.assistant.tokenizer, self.model.media_tokens, served.system_prompt, served.tools.format)
         self.features = FeatureCache(self.config.data.feature_cache_mb)
         self.output = Path(config.output_dir)
         self.is_main = self.accelerator.is_main_process
         self.media_rms = 0.0  # RMS of the last lexical-alignment batch's media tokens (``_rescale_connector``)
+        self.audio_rms = 0.0  # the same for audio tokens (CTC alignment)
         self._word_cache: dict[str, list[int]] = {}
         self._grid_logged = False
 
@@ -190,20 +192,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _encoder_features(self, frames: list) -> dict[str, torch.Tensor] | None:
-        if not frames:
-            return None
-        encoder = self.model.encoders["image"]
-        found = {frame.key: self.features.get(frame.key) for frame in frames}
-        missing = {frame.key: frame for frame in frames if found[frame.key] is None}
-        if missing:
-            # float32 as at inference: the frozen encoder stays out of the loss's mixed-precision autocast.
-            with torch.autocast(self.accelerator.device.type, enabled=False):
-                encoded = encoder.encode([frame.image for frame in missing.values()])  # (K, N, D)
-            for key, tensor in zip(missing, encoded):
-                found[key] = tensor.clone()  # its own storage, so evicting it frees it
-                self.features.put(key, found[key])
-        return {"image": torch.stack([found[frame.key] for frame in frames])}
+    def _encoder_features(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """Frozen-encoder outputs of the batch's pictures (stacked) and audio clips (a list: lengths differ)."""
+        features: dict[str, Any] = {}
+        frames, clips = batch["frames"], batch.get("clips", [])
+        # float32 as at inference: the frozen encoders stay out of the loss's mixed-precision autocast.
+        with torch.autocast(self.accelerator.device.type, enabled=False):
+            if frames:
+                encoder = self.model.encoders["image"]
+                found = {frame.key: self.features.get(frame.key) for frame in frames}
+                missing = {frame.key: frame for frame in frames if found[frame.key] is None}
+                if missing:
+                    encoded = encoder.encode([frame.image for frame in missing.values()])  # (K, N, D)
+                    for key, tensor in zip(missing, encoded):
+                        found[key] = tensor.clone()  # its own storage, so evicting it frees it
+                        self.features.put(key, found[key])
+                features["image"] = torch.stack([found[frame.key] for frame in frames])
+            if clips:
+                encoded_clips = []
+                for clip in clips:
+                    tensor = self.features.get(("audio", clip.key))
+                    if tensor is None:
+                        tensor = self.model.encoders["audio"].encode_frame(clip)  # (N_k, D)
+                        self.features.put(("audio", clip.key), tensor)
+                    encoded_clips.append(tensor)
+                features["audio"] = encoded_clips
+        return features or None
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         if self._lexical:
@@ -213,7 +227,7 @@ class Trainer:
             input_ids=batch["input_ids"].to(device),
             attention_mask=batch["attention_mask"].to(device),
             labels=batch["labels"].to(device),
-            encoder_features=self._encoder_features(batch["frames"]),
+            encoder_features=self._encoder_features(batch),
         )
         return outputs.loss
 
@@ -221,12 +235,12 @@ class Trainer:
         """``training.grounding``: answer words scored against the media tokens, the LLM not run."""
         device = self.accelerator.device
         cells = model(
-            input_ids=batch["input_ids"].to(device), encoder_features=self._encoder_features(batch["frames"]),
+            input_ids=batch["input_ids"].to(device), encoder_features=self._encoder_features(batch),
             media_tokens_only=True, all_cells=True,
         )
         align, embeddings = self.config.align, self.model.llm.get_input_embeddings().weight
         losses = []
-        if cells:
+        if "image" in cells:
             tokens, objectness = cells["image"]  # (F, N, S, D), (F, N) or None
             per_frame = tokens.shape[1] * tokens.shape[2]
             self.media_rms = float(tokens.detach().float().pow(2).mean().sqrt())
@@ -249,6 +263,17 @@ class Trainer:
                 embeddings, align.negatives, align.logit_scale,
             )
             losses = [term for term in (grounded, lexical) if term is not None]
+        if "audio" in cells:
+            said = [(tokens, self._word_ids(text)) for tokens, text in zip(cells["audio"], batch["transcripts"]) if text]
+            blank = self._word_ids(align.background)[0]
+            if said:
+                self.audio_rms = float(torch.cat([tokens for tokens, _ in said]).detach().float().pow(2).mean().sqrt())
+                ctc = ctc_alignment_loss(
+                    [tokens for tokens, _ in said], [[i for i in ids if i != blank] for _, ids in said], embeddings,
+                    blank, align.negatives, align.logit_scale,
+                )
+                if ctc is not None:
+                    losses.append(ctc)
         loss = sum(losses) if losses else None
         if loss is None:  # no row with both media and words: a zero that still reaches every trained weight (DDP)
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
@@ -360,10 +385,13 @@ class Trainer:
 
     def _rescale_connector(self) -> None:
         """After lexical alignment: tokens back at the LLM's embedding RMS (``training.grounding``)."""
-        measured = float(self.accelerator.reduce(torch.tensor(self.media_rms, device=self.accelerator.device), "mean"))
         target = float(self.model.llm.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
-        if rescale_output(self.model.connectors["image"], measured, target):
-            logger.info("connector tokens rescaled from RMS %.4f to the embeddings' %.4f", measured, target)
+        for modality, rms in (("image", self.media_rms), ("audio", self.audio_rms)):
+            if modality not in self.model.connectors:
+                continue
+            measured = float(self.accelerator.reduce(torch.tensor(rms, device=self.accelerator.device), "mean"))
+            if rescale_output(self.model.connectors[modality], measured, target):
+                logger.info("%s connector tokens rescaled from RMS %.4f to the embeddings' %.4f", modality, measured, target)
 
     def _due(self, every: int, step: int) -> bool:
         return step == self.config.optim.max_steps or (every > 0 and step % every == 0)

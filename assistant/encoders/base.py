@@ -2,7 +2,9 @@
 
 Subclasses implement ``preprocess`` (media -> tensor batch) and ``features`` (tensor batch ->
 ``(B, N, D)`` tokens) and set ``modality``, ``hidden_size`` and ``num_tokens`` (and ``grid`` when token
-``i`` is cell ``i`` of a square map, read by grounded alignment). The base class keeps
+``i`` is cell ``i`` of a square map, read by grounded alignment). Audio encoders
+(``assistant.encoders.whisper``) give a number of tokens that depends on the clip's duration
+(``num_frames``, ``encode_frame``). The base class keeps
 every encoder frozen: parameters never require gradients and ``train()`` cannot leave eval mode.
 """
 
@@ -71,3 +73,11 @@ class MediaEncoder(nn.Module):
     def encode(self, media: list[Any]) -> torch.Tensor:
         device = next(self.parameters()).device
         return self.features(self.preprocess(media).to(device)).float()  # (B, N, D)
+
+    def num_frames(self, frame: Any) -> int:
+        """Encoder tokens for one loaded frame (``num_tokens``; audio encoders count by duration)."""
+        return self.num_tokens
+
+    def encode_frame(self, frame: Any) -> torch.Tensor:
+        """(N, D) float32 tokens of one loaded ``assistant.media.Frame`` (audio encoders take an ``AudioClip``)."""
+        return self.encode([frame.image])[0]

@@ -22,11 +22,21 @@ CONTEXT_ARGUMENT = "context"
 
 @dataclass
 class ToolContext:
-    """The conversation's pictures (oldest first, from user and tool turns), a cancel flag, the assistant."""
+    """The conversation's pictures and audio clips (oldest first, from user and tool turns), a cancel
+    flag, the assistant."""
 
     images: list[Image.Image] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     assistant: Any = None  # the Assistant running the loop, for plugins that use its own vision
+    audio: list[Any] = field(default_factory=list)  # ``assistant.audio.AudioClip``s, whole (not cut to the token budget)
+
+    def clip(self, index: int = -1) -> Any:
+        """The ``index``-th audio clip of the conversation (negative counts from the latest).
+
+        Raises:
+            ToolException: There is no such clip; the message goes back to the model.
+        """
+        return _pick(self.audio, index, "audio clip")
 
     def image(self, index: int = -1) -> Image.Image:
         """The ``index``-th picture of the conversation (negative counts from the latest).
@@ -34,8 +44,12 @@ class ToolContext:
         Raises:
             ToolException: There is no such picture; the message goes back to the model.
         """
-        if not self.images:
-            raise ToolException("the conversation has no picture to work on")
-        if not -len(self.images) <= index < len(self.images):
-            raise ToolException(f"picture {index} does not exist; the conversation has {len(self.images)}")
-        return self.images[index]
+        return _pick(self.images, index, "picture")
+
+
+def _pick(items: list[Any], index: int, what: str) -> Any:
+    if not items:
+        raise ToolException(f"the conversation has no {what} to work on")
+    if not -len(items) <= index < len(items):
+        raise ToolException(f"{what} {index} does not exist; the conversation has {len(items)}")
+    return items[index]

@@ -67,7 +67,7 @@ def run_loop(
             rounds, choice = rounds + 1, "none"
             continue
         _refuse_calls_the_choice_forbids(calls, parse_tool_choice(choice, specs))
-        context.images = _pictures(assistant, conversation[:-1])  # what the model saw when it made the calls
+        context.images, context.audio = _media(assistant, conversation[:-1])  # what the model saw when it made the calls
         runner.media_budget = assistant.config.media.max_items_per_request - _media_items(conversation)
         for event in runner.run(calls):
             if isinstance(event, ToolResult):
@@ -97,7 +97,9 @@ def _media_items(conversation: list[dict[str, Any]]) -> int:
                for part in message["content"] if isinstance(part, dict) and part.get("type") in MEDIA_TYPES)
 
 
-def _pictures(assistant: Any, conversation: list[dict[str, Any]]) -> list[Any]:
-    """The conversation's pictures, oldest first, decoded as the assistant decodes them."""
-    parsed = assistant.parse(conversation)
-    return [frame.image for message in parsed for item in message.media if item.modality == "image" for frame in item.frames]
+def _media(assistant: Any, conversation: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """The conversation's pictures and audio clips (whole), oldest first, decoded as the assistant decodes them."""
+    parsed = assistant.parse(conversation, cut_audio=False)
+    items = [item for message in parsed for item in message.media]
+    pictures = [frame.image for item in items if item.modality == "image" for frame in item.frames]
+    return pictures, [item.frames[0] for item in items if item.modality == "audio"]

@@ -4,6 +4,8 @@ Ids come from the ``Assistant``'s own ``PromptBuilder`` (the LLM's chat template
 contract), so training sees exactly the prompt layout that inference builds. Labels cover each
 assistant turn's tokens (its text and end-of-turn marker); everything else is ``IGNORE_INDEX``.
 Modality dropout removes media parts before encoding, so dropped items leave no placeholder behind.
+An audio part may carry ``"transcript"``: the words it holds (or a description of a sound), the
+target of audio alignment (``training.audio_alignment``); the model never sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from assistant import Assistant, AssistantError
+from assistant.audio import AudioClip
 from assistant.errors import MediaError
 from assistant.media import Frame
 from assistant.model import IGNORE_INDEX
@@ -30,13 +33,15 @@ class Example:
     labels: list[int]
     frames: list[Frame]  # in order of appearance, one per image / video frame
     regions: list[tuple[int, Region]] = field(default_factory=list)  # (index into ``frames``, region)
+    clips: list[AudioClip] = field(default_factory=list)  # audio clips in order of appearance
+    transcripts: list[str | None] = field(default_factory=list)  # per clip: the words it holds, if the row says
 
 
 def parse_messages(assistant: Assistant, messages: list[dict[str, Any]]) -> list[Message]:
-    """Validate a training conversation and load its media (rows end with an assistant turn)."""
+    """Validate a training conversation and load its media (rows end with an assistant turn), as serving does."""
     return validate_messages(
         messages, assistant.config.media, assistant.supported_media, assistant.frames_per_video,
-        final_roles=("assistant",),
+        assistant.media_loaders(), final_roles=("assistant",), audio_budget=assistant.audio_budget,
     )
 
 
@@ -60,7 +65,8 @@ def encode_conversation(builder: PromptBuilder, parsed: list[Message], tools: li
         if full.input_ids[: len(through)] != through or through[: len(prompt)] != prompt:
             raise BadRow("template_not_prefix_stable", f"the chat template renders turn {index} differently in context")
         labels[len(prompt) : len(through)] = through[len(prompt) :]
-    return Example(full.input_ids, labels, [span.frame for span in full.spans])
+    frames = [span.frame for span in full.spans if span.modality == "image"]
+    return Example(full.input_ids, labels, frames, clips=[span.frame for span in full.spans if span.modality == "audio"])
 
 
 def frame_regions(parsed: list[Message], regions: list[Region]) -> list[tuple[int, Region]]:
@@ -68,6 +74,9 @@ def frame_regions(parsed: list[Message], regions: list[Region]) -> list[tuple[in
     spans, start = [], 0
     for message in parsed:
         for item in message.media:
+            if item.modality == "audio":  # regions name pictures; an audio part has no frame in ``frames``
+                spans.append(range(start, start))
+                continue
             spans.append(range(start, start + len(item.frames)))
             start += len(item.frames)
     return [(frame, region) for region in regions for frame in spans[region.image]]  # indices checked by parse_regions
@@ -129,10 +138,15 @@ class ConversationDataset(torch.utils.data.Dataset):
 def encode_row(assistant: Assistant, builder: PromptBuilder, row: Row, messages: list[dict[str, Any]] | None = None) -> Example:
     """``row`` (or ``messages``, the row after modality dropout) as an ``Example``; the row's regions
     are attached only when none of its media was dropped, since their indices name the row's media."""
-    parsed = parse_messages(assistant, row.messages if messages is None else messages)
+    messages = row.messages if messages is None else messages
+    parsed = parse_messages(assistant, messages)
     example = encode_conversation(builder, parsed, row.tools)
     if row.regions and sum(len(message.media) for message in parsed) == row.media_count:
         example.regions = frame_regions(parsed, row.regions)
+    if example.clips:
+        said = [part.get("transcript") for message in messages if isinstance(message.get("content"), list)
+                for part in message["content"] if isinstance(part, dict) and part.get("type") == "audio"]
+        example.transcripts = said if len(said) == len(example.clips) else [None] * len(example.clips)
     return example
 
 
@@ -149,11 +163,13 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
         attention_mask[row, :length] = 1
     frames = [frame for example in examples for frame in example.frames]
     frames_per_row = [len(example.frames) for example in examples]
+    clips = [clip for example in examples for clip in example.clips]
+    transcripts = [text for example in examples for text in (example.transcripts or [None] * len(example.clips))]
     regions, offset = [], 0  # (index into ``frames``, region) for the whole batch
     for example in examples:
         regions += [(offset + frame, region) for frame, region in example.regions]
         offset += len(example.frames)
     return {
         "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "frames": frames,
-        "frames_per_row": frames_per_row, "regions": regions,
+        "frames_per_row": frames_per_row, "regions": regions, "clips": clips, "transcripts": transcripts,
     }

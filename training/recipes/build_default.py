@@ -3,8 +3,11 @@
     python -m training.recipes.build_default [--out runs/default] [--install]
 
 1. generate the synthetic scene domain (train rows packed into one dialogue per scene),
-2. ``align``: train the connector alone with the lexical objective (``default_align.yaml``,
-   ``training.grounding``): its tokens learn to point at the LLM's words for what they show,
+   and its audio rows (``training.data.audio_rows``: spoken questions about the pictures, sounds, "what did I say?"),
+2. ``align``: train the image connector alone with the lexical objective (``default_align.yaml``,
+   ``training.grounding``): its tokens learn to point at the LLM's words for what they show;
+   ``align_audio``: the audio connector alone, CTC onto the LLM's words (``default_align_audio.yaml``,
+   ``training.audio_alignment``),
 3. ``instruct``: connector + LoRA, starting from stage 1 (``default_instruct.yaml``), on the scene rows
    mixed with text-only rows the base LLM answered itself (``training.data.text_rows``), so LoRA
    learns the new domain without rewriting the LLM's plain-text answers; one copy of those rows
@@ -33,16 +36,18 @@ from training.trainer import Trainer
 logger = logging.getLogger("training.recipes.build_default")
 RECIPES = Path(__file__).resolve().parent
 SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
-RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "tokens_per_cell", "select_cells", "text_repeats")  # what the model card names
+RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "tokens_per_cell", "select_cells", "text_repeats", "audio_questions")  # what the model card names
 
 
 def run_stage(
-    recipe: str, out: Path, train_file: Path, data: Path, overrides: list[str], connector: ConnectorConfig | None = None
+    recipe: str, out: Path, train_file: Path, data: Path, overrides: list[str], connector: ConnectorConfig | None = None,
+    validate: bool = True,
 ) -> dict:
-    """Train one stage; ``connector`` replaces the recipe's (the instruct stage inherits it from ``--base``)."""
+    """Train one stage; ``connector`` replaces the recipe's (the instruct stage inherits it from ``--base``);
+    ``validate`` scores the scene validation rows at the end."""
     argv = [
-        "--config", str(RECIPES / recipe), "--output-dir", str(out),
-        "--data.train-file", str(train_file), "--data.val-file", str(data / "val.jsonl"), *overrides,
+        "--config", str(RECIPES / recipe), "--output-dir", str(out), "--data.train-file", str(train_file),
+        *(["--data.val-file", str(data / "val.jsonl")] if validate else []), *overrides,
     ]
     config = load_train_config(argv)
     if connector is not None:
@@ -50,8 +55,26 @@ def run_stage(
     return Trainer(config).train()
 
 
+def audio_align_rows(data: Path) -> Path:
+    """The audio alignment stage's rows: every training clip alone, with its transcript as the answer
+    (pictures left out, so the image connector is untouched)."""
+    rows = [json.loads(line) for line in (data / "train_audio.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = data / "audio_align_train.jsonl"
+    with open(path, "w", encoding="utf-8") as out:
+        for row in rows:
+            for part in row["messages"][0]["content"]:
+                if part["type"] == "audio":
+                    messages = [
+                        {"role": "user", "content": [part, {"type": "text", "text": "What did I say?"}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": part["transcript"]}]},
+                    ]
+                    out.write(json.dumps({"id": row["id"], "messages": messages}) + "\n")
+    return path
+
+
 def instruct_rows(data: Path, text_repeats: int) -> Path:
-    """The instruct stage's rows: every scene row plus ``text_repeats`` copies of the distilled text rows."""
+    """The instruct stage's rows: every scene row, every audio row (``training.data.audio_rows``) and
+    ``text_repeats`` copies of the distilled text rows."""
     from assistant import Assistant
     from assistant.config import AssistantConfig
     from training.data.text_rows import distill_text_rows, load_prompts, write_text_rows
@@ -65,6 +88,8 @@ def instruct_rows(data: Path, text_repeats: int) -> Path:
     openers = [row for row in scene_rows if row["id"].endswith("_packed")] or scene_rows
     with open(mixed, "w", encoding="utf-8") as out:
         out.write(scene_text)
+        if (data / "train_audio.jsonl").is_file():
+            out.write((data / "train_audio.jsonl").read_text(encoding="utf-8"))
         for repeat in range(text_repeats):
             for number, row in enumerate(text_rows):
                 messages = row["messages"]
@@ -126,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-cell", type=int, default=4, help="mlp: tokens per chosen grid cell (one per word of an object)")
     parser.add_argument("--select-cells", type=int, default=8, help="mlp: grid cells passed on per picture (0: all 49)")
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
+    parser.add_argument("--audio-align-steps", type=int, default=None, help="override the audio align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
+    parser.add_argument("--audio-questions", type=int, default=1200, help="spoken-question training rows (sounds: half as many, said: a third)")
     parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
     parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
     parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
@@ -153,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
 
         make_scenes(["--out", str(data), "--train", str(args.train_scenes), "--val", "40", "--test", str(args.test_scenes),
                      "--seed", "0", "--format", "messages", "--pack-questions"])
+    if not (data / "audio_summary.json").is_file():
+        from training.data.audio_rows import main as make_audio
+
+        make_audio(["--scenes", str(data), "--out", str(data), "--train", str(args.audio_questions), "--test", "300"])
     connector = ConnectorConfig(
         kind=args.connector, num_latents=args.num_latents, position_embedding="sincos2d",
         tokens_per_cell=args.tokens_per_cell, select_cells=args.select_cells,
@@ -160,9 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     align_overrides = ["--optim.max-steps", str(args.align_steps)] if args.align_steps else []
     instruct_overrides = ["--optim.max-steps", str(args.instruct_steps)] if args.instruct_steps else []
     align = run_stage("default_align.yaml", out / "align", data / "train.jsonl", data, align_overrides, connector)
+    audio_overrides = ["--optim.max-steps", str(args.audio_align_steps)] if args.audio_align_steps else []
+    align_audio = run_stage(
+        "default_align_audio.yaml", out / "align_audio", audio_align_rows(data), data, ["--base", align["adapter"], *audio_overrides],
+        validate=False,
+    )
     mixed = instruct_rows(data, args.text_repeats)
     instruct = run_stage(
-        "default_instruct.yaml", out / "instruct", mixed, data, ["--base", align["adapter"], *instruct_overrides]
+        "default_instruct.yaml", out / "instruct", mixed, data, ["--base", align_audio["adapter"], *instruct_overrides]
     )
     train_minutes = (time.perf_counter() - started) / 60
     logger.info("training wall time (data + align + instruct): %.1f min", train_minutes)
@@ -175,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(report_path.read_text())
     report.pop("answers", None)
     summary = {
-        "train_wall_time_min": round(train_minutes, 1), "align": align, "instruct": instruct, "test": report,
+        "train_wall_time_min": round(train_minutes, 1), "align": align, "align_audio": align_audio, "instruct": instruct,
+        "test": report,
         "args": {key: getattr(args, key) for key in RUN_ARGS},
     }
     (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
