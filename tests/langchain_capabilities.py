@@ -57,7 +57,9 @@ class ChatAssistantCapabilities:
 
     @property
     def supports_audio_inputs(self) -> bool:
-        return False  # the default has no audio encoder
+        # The default hears, but langchain-tests' audio test downloads its clip from wikimedia.org and CI has no
+        # network; tests/test_audio.py sends both standard audio blocks to ChatAssistant instead.
+        return False
 
     @property
     def supports_video_inputs(self) -> bool:

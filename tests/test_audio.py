@@ -412,3 +412,27 @@ def test_langchain_audio_blocks_reach_the_model(audio_bot):
                   {"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}}):
         reply = chat.invoke([HumanMessage(content=[block, {"type": "text", "text": "Which tone?"}])])
         assert reply.content == expected
+
+
+# ------------------------------------------------------------------------------------ chat UI
+
+
+def test_the_ui_records_and_uploads_audio_only_for_an_assistant_that_hears(audio_bot, tiny_assistant, tmp_path):
+    import gradio as gr
+
+    from launch_ui import ChatHandlers, build_app
+    from tests.test_ui import run_turn
+
+    def textbox(bot):
+        app = build_app(bot, max_file_mb=2)
+        return next(block for block in app.blocks.values() if isinstance(block, gr.MultimodalTextbox))
+
+    hearing, deaf = textbox(audio_bot), textbox(tiny_assistant)
+    assert "microphone" in hearing.sources and ".wav" in hearing.file_types and ".m4a" in hearing.file_types
+    assert deaf.sources == ["upload"] and ".wav" not in deaf.file_types and ".png" in deaf.file_types
+    recording = tmp_path / "recording.wav"
+    recording.write_bytes(wav_bytes(tone(1.2, 600)))
+    calls = audio_bot.stats.encoder_calls
+    _, reply, history = run_turn(ChatHandlers(audio_bot), [], "What did you hear?", [str(recording)])
+    assert isinstance(reply, str) and reply  # an answer, not an error message
+    assert audio_bot.stats.encoder_calls == calls + 1  # the recording went through the audio encoder

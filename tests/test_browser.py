@@ -164,6 +164,31 @@ def test_upload_ask_stream_and_stop_in_chromium(driver, served):
         assert example["answer"] in _bot_text(driver).lower()
 
 
+def test_an_uploaded_recording_is_played_in_the_chat_and_answered(driver, served, speak, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from training.data.audio_rows import write_wav
+
+    url, bot = served
+    assert "audio" in bot.supported_media, "the shipped default listens"
+    recording = tmp_path / "question.wav"
+    write_wav(recording, speak("How many squares are there?"))
+    example = json.loads((EXAMPLES_DIR / "examples.json").read_text())[1]  # scene_2: "How many squares are there?" -> 2
+    driver.get(url)
+    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#message textarea"), 30, "the message box")
+    upload = driver.find_element(By.CSS_SELECTOR, "#message input[type=file]")
+    upload.send_keys(str(EXAMPLES_DIR / example["image"]) + "\n" + str(recording))
+    _wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#message [aria-label='File thumbnail']")) >= 2 or
+              driver.find_elements(By.CSS_SELECTOR, "#message audio"), 15, "both uploads")
+    driver.find_element(By.CSS_SELECTOR, "#message textarea").send_keys("\n")
+    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='user'] audio"), 30, "the recording as a player in the chat")
+    _wait_for(lambda: not _stop_button(driver) and _bot_text(driver), 90, "the spoken question's answer")
+    reply = _bot_text(driver)
+    logger.info("answer to the spoken question: %r", reply)
+    assert reply and not reply.startswith(ERROR_TITLE), f"the reply is an error: {reply!r}"
+    driver.save_screenshot(str(SCREENSHOT.with_name("ui_audio.png")))
+
+
 def test_shipped_example_runs_offline_in_chromium(driver, served):
     from selenium.webdriver.common.by import By
 

@@ -161,3 +161,24 @@ def test_a_forced_retrieval_call_finds_the_picture_and_the_follow_up_is_answered
     follow_up = colour_question(scenes[target], random.Random(target))
     answer = default_assistant.chat(question + new + [{"role": "user", "content": follow_up.question}], max_new_tokens=12)
     assert follow_up.answer in answer.lower(), (follow_up, answer)
+
+
+# Held-out test-split scenes (training.data.scenes.scene_seed(0, "test", i) for i = 2, 0, 27) with 1, 2 and 3 circles.
+SPOKEN_COUNT_SCENES = ((7707607814550449825, 1), (10834333443742739069, 2), (9833709065195101596, 3))
+
+
+@pytest.mark.parametrize("seed,circles", SPOKEN_COUNT_SCENES)
+def test_a_spoken_count_question_about_a_picture_gets_the_right_count(default_assistant, speak, seed, circles):
+    import random
+
+    from assistant.audio import SAMPLE_RATE
+    from training.data.scene_layout import generate_scene
+    from training.data.scene_render import render
+    from training.metrics import normalise_answer
+
+    scene = generate_scene(random.Random(seed))
+    assert [obj.shape for obj in scene.objects].count("circle") == circles
+    question = (SAMPLE_RATE, speak("How many circles are there?"))
+    messages = [{"role": "user", "content": [{"type": "image", "image": render(scene)}, {"type": "audio", "audio": question}]}]
+    reply = default_assistant.chat(messages, max_new_tokens=8)
+    assert normalise_answer(reply) == str(circles), reply

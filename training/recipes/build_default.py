@@ -117,18 +117,41 @@ def model_card(summary: dict, args: argparse.Namespace) -> str:
         connector = "`mlp` connector with a 2-D position signal, one token per cell of the 7x7 grid"
     else:
         connector = f"`resampler` connector ({args.num_latents} latents) with a 2-D position signal"
+    audio = summary.get("audio_test")
+    audio_scores = ""
+    if audio:
+        from training.audio_eval import format_audio_table
+
+        audio_scores = f"""
+
+**Audio scores** (`python -m training.evaluate --task audio --data <run>/data`): spoken questions about held-out
+scenes against the same questions typed, sounds, and an independent check (other wording, unseen voices, sounds
+made another way):
+
+{format_audio_table(audio)}"""
     return f"""# Built-in default adapter
 
 EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens on a 7x7 grid) -> {connector} -> SmolLM2-135M-Instruct with
-LoRA (r=16 on every linear layer). Built offline on a 2-core CPU by
-`python -m training.recipes.build_default --install` in {summary["train_wall_time_min"]} minutes
-(data generation; `align` with the lexical objective, connector only, {summary["align"]["steps"]} steps;
-`instruct`, LoRA with a slow connector, {summary["instruct"]["steps"]} steps).
+LoRA (r=16 on every linear layer); Whisper base's encoder (frozen, the packaged CTranslate2 model, 50 frames per
+second) -> `stack` connector (8 frames per token: 6.25 tokens per second of audio) -> the same LLM. Built offline on a
+2-core CPU by `python -m training.recipes.build_default --install` in {summary["train_wall_time_min"]} minutes
+(data generation; `align` with the lexical objective, image connector only, {summary["align"]["steps"]} steps;
+`align_audio`, CTC onto the LLM's words, audio connector only, {summary.get("align_audio", {}).get("steps", 0)} steps;
+`instruct`, LoRA with slow connectors, {summary["instruct"]["steps"]} steps).
 
 **Trained on** {args.train_scenes} synthetic scenes from `training/data/scenes.py`: 1-6 circles, squares,
 triangles and stars in 8 colours and 2 sizes, at left/right/top/bottom/center, on plain light
 backgrounds; questions about colour, shape, count, position, existence, captions, short dialogues
-and two-image comparisons; plus {args.text_repeats} copies of 120 general text prompts answered by the base LLM.
+and two-image comparisons; plus {args.text_repeats} copies of 120 general text prompts answered by the base LLM;
+plus audio made offline (`training/data/audio_rows.py`): {getattr(args, "audio_questions", 1200)} questions about the scenes
+spoken by espeak-ng (8 voices, 125-200 words per minute, varied pitch, a third with background noise), sounds made
+with numpy (how many beeps, rising or falling pitch, which of two tones is higher, silence or noise) and "what did I
+say?" rows.
+
+**It can hear** spoken questions of those kinds about a picture and those four kinds of sound. **It cannot** follow
+real speech the way a speech recogniser does: it has heard one synthetic speaker family (espeak-ng) asking a few
+kinds of question; other speech, music and everyday sounds are outside its training. For a transcript use the
+`transcribe_audio` plugin (Whisper base).
 
 **It can** answer those question types about pictures of that kind, about as often as the table
 below says; it is least reliable on {weakest}. **It cannot** see anything else: photographs, text in
@@ -137,7 +160,7 @@ guesses. Not for any decision that matters.
 
 **Scores** on {args.test_scenes} held-out test scenes (`python -m training.evaluate`):
 
-{format_table(summary["test"])}
+{format_table(summary["test"])}{audio_scores}
 """
 
 
@@ -168,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         if not summary_path.is_file():
             parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
         summary = json.loads(summary_path.read_text())
+        if summary.get("audio_test") is None and (out / "audio_report.json").is_file():  # evaluated after the run
+            summary["audio_test"] = {name: {k: v for k, v in part.items() if k != "answers"}
+                                     for name, part in json.loads((out / "audio_report.json").read_text()).items()}
         run_args = summary.get("args", {})
         if run_args and "select_cells" not in run_args:  # a run from before the cell options: one token per cell
             run_args = {"tokens_per_cell": 1, "select_cells": 0, **run_args}
@@ -210,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluate(["--adapter", instruct["adapter"], "--data", str(data / "test.jsonl"), "--out", str(report_path), *limit])
     report = json.loads(report_path.read_text())
     report.pop("answers", None)
+    audio_report = out / "audio_report.json"
+    evaluate(["--task", "audio", "--adapter", instruct["adapter"], "--data", str(data), "--out", str(audio_report)])
+    audio = json.loads(audio_report.read_text()) if audio_report.is_file() else None
+    for part in (audio or {}).values():
+        part.pop("answers", None)
     summary = {
         "train_wall_time_min": round(train_minutes, 1), "align": align, "align_audio": align_audio, "instruct": instruct,
-        "test": report,
+        "test": report, "audio_test": audio,
         "args": {key: getattr(args, key) for key in RUN_ARGS},
     }
     (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
