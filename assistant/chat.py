@@ -1,7 +1,8 @@
 """Command-line chat over ``Assistant``: one question, or an interactive session with history.
 
     python -m assistant.chat --image photo.png "What is in this picture?"
-    python -m assistant.chat --adapter DIR             # interactive; /image PATH attaches a picture
+    python -m assistant.chat --image scene.png --audio question.wav     # a spoken question (no text needed)
+    python -m assistant.chat --adapter DIR             # interactive; /image, /video or /audio PATH attaches media
 
 A thin shell: it builds messages and prints the stream; all model logic lives in ``Assistant``.
 """
@@ -28,15 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", "--model", dest="adapter", help="adapter artifact folder (default: built-in)")
     parser.add_argument("--image", action="append", default=[], help="image file to attach (repeatable)")
     parser.add_argument("--video", action="append", default=[], help="video file to attach (repeatable)")
+    parser.add_argument("--audio", action="append", default=[], help="audio file to attach (repeatable)")
     parser.add_argument("--system", help="system prompt")
     add_dataclass_arguments(parser, SamplingOptions)
     parser.add_argument("--verbose", action="store_true", help="log at INFO level")
     return parser
 
 
-def user_message(text: str, images: list[str], videos: list[str]) -> dict[str, Any]:
+def user_message(text: str, images: list[str], videos: list[str], audio: list[str] = ()) -> dict[str, Any]:
     parts = [{"type": "image", "image": path} for path in images] + [{"type": "video", "video": path} for path in videos]
-    return {"role": "user", "content": parts + [{"type": "text", "text": text}]}
+    parts += [{"type": "audio", "audio": path} for path in audio]
+    return {"role": "user", "content": parts + ([{"type": "text", "text": text}] if text else [])}
 
 
 def answer(bot: Assistant, messages: list[dict[str, Any]], options: dict[str, Any]) -> str | None:
@@ -65,29 +68,32 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", error)
         return 2
     history: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
-    if args.question:
-        return 0 if answer(bot, history + [user_message(args.question, args.image, args.video)], options) is not None else 1
-    images, videos = list(args.image), list(args.video)
-    print("Chat with the assistant. /image PATH or /video PATH attaches media, /reset clears, Ctrl-D quits.")
+    if args.question or args.audio:
+        message = user_message(args.question or "", args.image, args.video, args.audio)
+        return 0 if answer(bot, history + [message], options) is not None else 1
+    attached: dict[str, list[str]] = {"image": list(args.image), "video": list(args.video), "audio": []}
+    print("Chat with the assistant. /image, /video or /audio PATH attaches media, /reset clears, Ctrl-D quits.")
     while True:
         try:
             line = input("you> ").strip()
         except (EOFError, KeyboardInterrupt):
             return 0
-        if line.startswith("/image ") or line.startswith("/video "):
-            (images if line.startswith("/image") else videos).append(line.split(" ", 1)[1].strip())
+        command, _, rest = line.partition(" ")
+        if command.lstrip("/") in attached and command.startswith("/") and rest.strip():
+            attached[command.lstrip("/")].append(rest.strip())
             continue
         if line == "/reset":
-            history, images, videos = history[:1] if args.system else [], [], []
+            history = history[:1] if args.system else []
+            attached = {kind: [] for kind in attached}
             continue
         if not line:
             continue
-        message = user_message(line, images, videos)
+        message = user_message(line, attached["image"], attached["video"], attached["audio"])
         sys.stdout.write("assistant> ")
         reply = answer(bot, history + [message], options)
         if reply is not None:  # a failed turn is not added to the history
             history += [message, {"role": "assistant", "content": reply}]
-            images, videos = [], []
+            attached = {kind: [] for kind in attached}
 
 
 if __name__ == "__main__":

@@ -436,3 +436,14 @@ def test_the_ui_records_and_uploads_audio_only_for_an_assistant_that_hears(audio
     _, reply, history = run_turn(ChatHandlers(audio_bot), [], "What did you hear?", [str(recording)])
     assert isinstance(reply, str) and reply  # an answer, not an error message
     assert audio_bot.stats.encoder_calls == calls + 1  # the recording went through the audio encoder
+
+
+def test_the_command_line_chat_takes_a_recording(audio_bot, tmp_path, capsys):
+    from assistant.chat import main
+
+    audio_bot.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "q.wav").write_bytes(wav_bytes(tone(1.0)))
+    assert main(["--adapter", str(tmp_path / "adapter"), "--audio", str(tmp_path / "q.wav"), "--max-new-tokens", "3"]) == 0
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    assert main(["--adapter", str(tmp_path / "adapter"), "--audio", str(tmp_path / "bad.wav"), "Hi"]) == 1
+    assert "bad.wav" in capsys.readouterr().out

@@ -5,6 +5,7 @@
   questions typed (the ratio spoken / typed is the figure that matters), sound-question accuracy
   per type, and the word error rate of "what did I say?" answers; then the same on the independent
   check (``training.data.audio_check``: other wording, unseen voices, sounds made another way).
+  It also reads the audio connector's tokens out as words, the LLM not run (``connector_readout``).
 - ``transcription``: word error rate (jiwer) of the ``transcribe_audio`` plugin's model on
   held-out sentences spoken by espeak-ng in voices the training rows use and in unseen ones.
 """
@@ -87,6 +88,29 @@ def spoken_vs_typed(assistant: Any, spoken: list[Row], typed: list[Row], sounds:
     return report
 
 
+def connector_readout(assistant: Any, rows: list[Row], blank_word: str = " background") -> dict[str, Any]:
+    """How well the audio connector's tokens spell what was said, the LLM not run: each token's nearest
+    word in the LLM's input embeddings, repeats collapsed and the blank word dropped (CTC's greedy
+    reading), scored by WER against the row's transcript."""
+    import torch
+
+    embeddings = assistant.model.llm.get_input_embeddings().weight.detach().float()
+    blank = assistant.tokenizer(blank_word, add_special_tokens=False)["input_ids"][0]
+    references, readings = [], []
+    for row in rows:
+        parts = [part for part in row.messages[0]["content"] if isinstance(part, dict) and part.get("type") == "audio"]
+        if not parts or not parts[0].get("transcript"):
+            continue
+        clip = assistant.parse([{"role": "user", "content": [parts[0]]}])[0].media[0].frames[0]
+        with torch.no_grad():
+            ids = (assistant._connected("audio", clip).float() @ embeddings.T).argmax(-1).tolist()
+        collapsed = [token for index, token in enumerate(ids) if token != blank and (index == 0 or token != ids[index - 1])]
+        references.append(parts[0]["transcript"])
+        readings.append(assistant.tokenizer.decode(collapsed))
+    return {"clips": len(references), "wer": word_error_rate(references, readings) if references else None,
+            "examples": list(zip(references[:5], readings[:5]))}
+
+
 def audio_report(assistant: Any, data: Path, max_rows: int | None = None, check_scenes: int = 60) -> dict[str, Any]:
     """``spoken_vs_typed`` on the data folder's held-out rows, then on the independent check."""
     from training.data.audio_check import sound_check, spoken_check
@@ -97,6 +121,7 @@ def audio_report(assistant: Any, data: Path, max_rows: int | None = None, check_
     sounds = [row for row in rows if (row.question_type or "").startswith("sound_")][:max_rows]
     said = [row for row in rows if row.question_type == "said"][:max_rows]
     held_out = spoken_vs_typed(assistant, spoken, typed[: len(spoken)], sounds, said)
+    held_out["connector_readout"] = connector_readout(assistant, spoken + said)
     check_spoken, check_typed = spoken_check(data, scenes=check_scenes)
     check = spoken_vs_typed(assistant, check_spoken, check_typed, sound_check(per_type=max(check_scenes // 2, 1)), [])
     return {"held_out": held_out, "independent_check": check}
@@ -139,6 +164,10 @@ def format_audio_table(report: dict[str, Any]) -> str:
     for name in ("held_out", "independent_check"):
         for kind, value in report[name]["sound_accuracy_by_type"].items():
             lines.append(f"| {name} | {kind} | {value:.1%} |")
+    readout = report["held_out"].get("connector_readout")
+    if readout and readout["wer"] is not None:
+        lines.append(f"\nAudio connector read out word by word, the LLM not run (held out, {readout['clips']} clips): "
+                     f"word error rate {readout['wer']:.1%}")
     if "said_wer" in report["held_out"]:
         lines.append(f"\n\"What did I say?\" word error rate (held out, {report['held_out']['said_rows']} clips): "
                      f"{report['held_out']['said_wer']:.1%}")
