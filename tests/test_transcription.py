@@ -54,3 +54,20 @@ def test_the_tool_loop_hands_the_whole_clip_to_the_plugin(speak, make_config):
     from plugins.transcription import whisper_model
 
     assert whisper_model(bot) is bot.model.encoders["audio"].whisper  # the encoder's loaded model, not a second copy
+
+
+def test_the_packaged_encoder_keeps_the_frames_of_real_audio_padded_or_not(speak):
+    import torch
+
+    from assistant.encoders import build_encoder
+    from assistant.config import EncoderConfig
+    from assistant.encoders.whisper import frames_for
+
+    encoder = build_encoder(EncoderConfig(kind="whisper"))
+    clip = clip_from_samples(speak("How many circles are there?"), "q", MediaConfig())
+    real = encoder.encode_frame(clip)
+    encoder.pad_to_window = True
+    padded = encoder.encode_frame(clip)
+    assert real.shape == padded.shape == (frames_for(len(clip.samples)), 512)
+    similarity = torch.nn.functional.cosine_similarity(real, padded, dim=-1).mean()
+    assert 0.6 < similarity < 0.999  # the same speech, seen with and without 30 s of padding after it

@@ -1,7 +1,7 @@
 """Audio alignment: the ``align`` objective for the audio connector, CTC onto the LLM's own words.
 
 An audio clip that a row transcribes (``"transcript"`` on its audio part: the words spoken, or a
-description of a sound such as "beep beep beep") trains the connector so that its tokens, read in
+description of a sound such as "ping ping ping" for three beeps) trains the connector so that its tokens, read in
 order, spell the transcript in the LLM's input-embedding space:
 
     logits_t = s * z_t . E_c      over candidate words c (the batch's transcript tokens, the blank
@@ -11,7 +11,7 @@ order, spell the transcript in the LLM's input-embedding space:
 CTC needs no timing: it sums over every monotonic alignment of the transcript to the tokens, with
 the blank word (the image alignment's background word) in between. A spoken question then reaches
 the LLM as tokens that lie near the embeddings of its own words, and a sound as tokens near
-"beep beep beep" or "rising", so the instruct stage starts from tokens the LLM can already read,
+"ping ping ping" or "rising", so the instruct stage starts from tokens the LLM can already read,
 as the lexical objective does for pictures (``training.grounding``). The LLM is not run, so a step
 is cheap. At 6.25 tokens per second, speech of up to about 6 words per second fits (CTC needs at
 least one token per transcript token, plus one between repeats); rows whose transcript is longer

@@ -9,7 +9,8 @@ Three kinds of row, written as typed messages with 16 kHz WAV files under ``audi
   pitch rising or falling, which of two tones is higher, silence or noise;
 - ``said``: "What did I say?" about a spoken sentence, answered with the sentence.
 
-Every audio part carries ``transcript``: the words spoken, or the sound's words ("beep beep beep",
+Every audio part carries ``transcript``: the words spoken, or the sound's words ("ping ping ping" for
+three beeps: " ping" is one token of SmolLM2's vocabulary, " beep" two, which blurred the count;
 "rising", "low high", "silence", "noise"), the target of audio alignment (``training.audio_alignment``).
 ``{split}_typed.jsonl`` repeats each spoken question typed, so spoken and typed accuracy are
 measured on the same questions (``training.evaluate --task audio``). Splits use disjoint scenes
@@ -137,7 +138,7 @@ def sound(kind: str, rng: random.Random) -> tuple[np.ndarray, str, str]:
         frequency, pieces = rng.uniform(500, 1500), [_gap(rng.uniform(0.2, 0.5))]
         for _ in range(count):
             pieces += [_tone(frequency, rng.uniform(0.12, 0.25), rng.uniform(0.3, 0.6)), _gap(rng.uniform(0.2, 0.4))]
-        return _floor(np.concatenate(pieces), rng), str(count), " ".join(["beep"] * count)
+        return _floor(np.concatenate(pieces), rng), str(count), " ".join(["ping"] * count)
     if kind == "pitch":
         rising = rng.random() < 0.5
         low, high, seconds = rng.uniform(250, 600), rng.uniform(900, 1800), rng.uniform(0.8, 2.0)
@@ -242,14 +243,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m training.data.audio_rows", description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", required=True, help="folder of a scene dataset (training.data.scenes) whose pictures the questions ask about")
     parser.add_argument("--out", required=True, help="where audio/ and the row files go")
-    parser.add_argument("--train", type=int, default=1200, help="spoken-question rows in train (sounds and said rows in proportion)")
+    parser.add_argument("--train", type=int, default=1200, help="spoken-question rows in train (as many sound rows, a third as many said rows)")
     parser.add_argument("--test", type=int, default=300, help="spoken-question rows in test (up to one per type and scene)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out, scenes = Path(args.out), Path(args.scenes)
     summary = {
-        "train": build_audio_split(out, scenes, "train", args.train, args.train // 2, args.train // 3, args.seed),
+        "train": build_audio_split(out, scenes, "train", args.train, args.train, args.train // 3, args.seed),
         "test": build_audio_split(out, scenes, "test", args.test, 200, 40, args.seed, per_scene=len(SPOKEN_TYPES)),
     }
     (out / "audio_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

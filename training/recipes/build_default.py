@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--audio-align-steps", type=int, default=None, help="override the audio align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
-    parser.add_argument("--audio-questions", type=int, default=1200, help="spoken-question training rows (sounds: half as many, said: a third)")
+    parser.add_argument("--audio-questions", type=int, default=1200, help="spoken-question training rows (sounds: as many, said: a third as many)")
     parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
     parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
     parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
