@@ -285,7 +285,7 @@ def test_training_features_are_the_float32_features_served(tmp_path, tiny_paths,
     rows, _ = load_rows(scene_data / "train.jsonl", None)
     frames = encode_conversation(trainer.builder, parse_messages(trainer.assistant, rows[0].messages)).frames
     with trainer.accelerator.autocast():
-        trained = trainer._encoder_features(frames)["image"]
+        trained = trainer._encoder_features({"frames": frames})["image"]
     served = trainer.model.encoders["image"].encode([frame.image for frame in frames])
     assert trained.dtype == torch.float32
     torch.testing.assert_close(trained, served, rtol=0, atol=0)
