@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch import nn
 
 from assistant.audio import AudioBudget, load_audio
 from assistant.config import AssistantConfig
+from assistant.connector_weights import load_connectors
 from assistant.encoders import build_encoder
 from assistant.errors import AssistantError
 from assistant.feature_cache import FeatureCache
@@ -151,7 +151,7 @@ class Assistant:
             for modality, settings in config.modalities.items()
         }
         model = MultimodalModel.build(config, llm, encoders)
-        _load_connectors(model.connectors, folder / CONNECTORS_FILE)
+        load_connectors(model.connectors, folder / CONNECTORS_FILE)
         model.eval()
         return cls(model, tokenizer, config)
 
@@ -487,24 +487,3 @@ def _as_list(value: Any) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
-
-
-def _load_connectors(connectors: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise AssistantError(f"adapter artifact is missing {path.name}")
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises its own error type for corrupt files
-        raise AssistantError(f"cannot read connector weights {path}: {error}") from None
-    expected = connectors.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        raise AssistantError(
-            f"connector weights in {path} do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise AssistantError(f"connector weight {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-    connectors.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -176,12 +176,14 @@ def test_an_uploaded_recording_is_played_in_the_chat_and_answered(driver, served
     example = json.loads((EXAMPLES_DIR / "examples.json").read_text())[1]  # scene_2: "How many squares are there?" -> 2
     driver.get(url)
     _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#message textarea"), 30, "the message box")
+    assert driver.find_elements(By.CSS_SELECTOR, "#message button[aria-label='Record audio']"), "the microphone is offered"
     upload = driver.find_element(By.CSS_SELECTOR, "#message input[type=file]")
     upload.send_keys(str(EXAMPLES_DIR / example["image"]) + "\n" + str(recording))
     _wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#message [aria-label='File thumbnail']")) >= 2 or
               driver.find_elements(By.CSS_SELECTOR, "#message audio"), 15, "both uploads")
     driver.find_element(By.CSS_SELECTOR, "#message textarea").send_keys("\n")
-    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='user'] audio"), 30, "the recording as a player in the chat")
+    player = "[data-testid='user'] [data-testid^='waveform'] button[aria-label='Play'], [data-testid='user'] audio"
+    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, player), 30, "the recording as a player in the chat")
     _wait_for(lambda: not _stop_button(driver) and _bot_text(driver), 90, "the spoken question's answer")
     reply = _bot_text(driver)
     logger.info("answer to the spoken question: %r", reply)

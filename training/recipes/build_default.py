@@ -103,6 +103,12 @@ def instruct_rows(data: Path, text_repeats: int) -> Path:
     return mixed
 
 
+SOUND_NAMES = {
+    "beeps": "count beeps", "pitch": "tell rising from falling pitch",
+    "higher": "tell which of two tones is higher", "silence": "tell silence from noise",
+}
+
+
 def model_card(summary: dict, args: argparse.Namespace) -> str:
     """A short card: what the adapter was trained on, what it can and cannot see, its scores."""
     from training.evaluate import format_table
@@ -129,6 +135,13 @@ scenes against the same questions typed, sounds, and an independent check (other
 made another way):
 
 {format_audio_table(audio)}"""
+    hearing = ""
+    if audio:
+        sounds = audio["held_out"]["sound_accuracy_by_type"]
+        good = [kind for kind, value in sounds.items() if value >= 0.85]
+        weak = [f"{SOUND_NAMES.get(kind, kind)} ({value:.0%})" for kind, value in sounds.items() if value < 0.85]
+        hearing = (f", and {' and '.join(SOUND_NAMES.get(kind, kind) for kind in good)}" if good else "") + (
+            f"; it has not learnt to {' or to '.join(weak)}" if weak else "")
     return f"""# Built-in default adapter
 
 EfficientNet-Lite0 (frozen, ImageNet; block-5 tokens on a 7x7 grid) -> {connector} -> SmolLM2-135M-Instruct with
@@ -148,7 +161,7 @@ spoken by espeak-ng (8 voices, 125-200 words per minute, varied pitch, a third w
 with numpy (how many beeps, rising or falling pitch, which of two tones is higher, silence or noise) and "what did I
 say?" rows.
 
-**It can hear** spoken questions of those kinds about a picture and those four kinds of sound. **It cannot** follow
+**It can hear** spoken questions of those kinds about a picture{hearing}. **It cannot** follow
 real speech the way a speech recogniser does: it has heard one synthetic speaker family (espeak-ng) asking a few
 kinds of question; other speech, music and everyday sounds are outside its training. For a transcript use the
 `transcribe_audio` plugin (Whisper base).
@@ -262,6 +275,9 @@ def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
     (staging / "MODEL_CARD.md").write_text(model_card(summary, args))
+    head = SHIPPED / "image_head"  # trained apart (training.image_head) on the frozen encoder alone: it stays
+    if head.is_dir() and not (staging / "image_head").exists():
+        shutil.copytree(head, staging / "image_head")
     if SHIPPED.exists():
         shutil.rmtree(SHIPPED)
     staging.rename(SHIPPED)
