@@ -285,7 +285,7 @@ def test_plugin_command_shows_a_collapsible_call_and_the_picture_it_returned(dri
     textarea.send_keys(Keys.ENTER)
 
     _wait_for(lambda: _tool_message(driver, "transform_image"), 60, "the transform_image call message")
-    call = _wait_for(lambda: _finished_tool_message(driver, "transform_image", _has_duration), 30, "the call to finish (its duration shown)")
+    call = _wait_for(lambda: _finished_tool_message(driver, "transform_image", _has_duration), 90, "the call to finish (its duration shown)")
     assert "error" not in call.text, f"the call failed: {call.text!r}"
     text = _wait_for(lambda: (t := _expanded_text(driver, "transform_image")) and "rotated" in t and t, 15,
                      "the expanded call to show its result")  # arguments and result inside
