@@ -125,9 +125,8 @@ def validate_messages(
                 raise AssistantError(f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)}")
         audio = [part for part in parts if isinstance(part, LoadedMedia) and part.modality == "audio"]
         if audio and audio_budget is not None:
-            cut = cut_to_budget(audio, audio_budget, where)  # a prefix of ``audio``, the last one maybe cut
-            replaced = {id(item): (cut[index] if index < len(cut) else None) for index, item in enumerate(audio)}
-            parts = [replaced.get(id(part), part) for part in parts]
+            kept = iter(cut_to_budget(audio, audio_budget, where))  # a prefix of ``audio``, the last one maybe cut
+            parts = [next(kept, None) if any(part is item for item in audio) else part for part in parts]
             parts = [part for part in parts if part is not None]
         calls = parse_tool_calls(message["tool_calls"], where) if message.get("tool_calls") else []
         if calls and role != "assistant":

@@ -65,8 +65,7 @@ class MultimodalModel(nn.Module):
 
     def tokens_for_samples(self, modality: str, samples: int) -> int:
         """LLM tokens of an audio clip of ``samples`` samples."""
-        encoder = self.encoders[modality]
-        return self.connectors[modality].num_output_tokens(-(-samples // encoder.samples_per_frame))
+        return self.connectors[modality].num_output_tokens(self.encoders[modality].frames_for_samples(samples))
 
     def samples_within(self, modality: str, budget: int) -> int:
         """Most samples one audio clip may have for its LLM tokens to fit in ``budget`` (a binary search)."""
@@ -87,6 +86,10 @@ class MultimodalModel(nn.Module):
         dtype = next(connector.parameters()).dtype
         tokens = connector(features.to(device=self.device, dtype=dtype))
         return tokens.to(self.llm.get_input_embeddings().weight.dtype)
+
+    def connect_each(self, modality: str, items: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Encoder tokens of items of different lengths, each (N_k, D_enc) -> its LLM tokens (M_k, D_llm)."""
+        return [self.connect(modality, item.unsqueeze(0))[0] for item in items]
 
     def connect_cells(self, modality: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encoder tokens (B, N, D_enc) -> every cell's tokens (B, N, S, D_llm) and objectness scores (B, N) or None.
@@ -157,17 +160,14 @@ class MultimodalModel(nn.Module):
                 features[modality] = self.encoders[modality].features(batch.to(self.device)).float()  # (K, N, D_enc)
         if media_tokens_only and all_cells:  # a list modality (audio): each item's tokens (M_k, D)
             return {
-                modality: [self.connect(modality, item.unsqueeze(0))[0] for item in batch] if isinstance(batch, list)
-                else self.connect_cells(modality, batch)
+                modality: self.connect_each(modality, batch) if isinstance(batch, list) else self.connect_cells(modality, batch)
                 for modality, batch in features.items() if len(batch)
             }
-        media_tokens = {}
-        for modality, batch in features.items():
-            if isinstance(batch, list):  # items of different lengths: connected one by one
-                if batch:
-                    media_tokens[modality] = torch.cat([self.connect(modality, item.unsqueeze(0))[0] for item in batch])
-            elif batch.shape[0]:
-                media_tokens[modality] = self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
+        media_tokens = {
+            modality: torch.cat(self.connect_each(modality, batch)) if isinstance(batch, list)
+            else self.connect(modality, batch).flatten(0, 1)  # (K*M, D)
+            for modality, batch in features.items() if len(batch)
+        }
         if media_tokens_only:
             return media_tokens
         embeddings = self.embed(input_ids, media_tokens)

@@ -254,8 +254,8 @@ def test_rows_parse_regions_and_name_what_is_wrong():
 
 
 def test_regions_follow_their_picture_through_frames_and_batches():
-    picture = SimpleNamespace(frames=["f"])
-    video = SimpleNamespace(frames=["f0", "f1", "f2"])
+    picture = SimpleNamespace(modality="image", frames=["f"])
+    video = SimpleNamespace(modality="video", frames=["f0", "f1", "f2"])
     parsed = [SimpleNamespace(media=[video]), SimpleNamespace(media=[]), SimpleNamespace(media=[picture])]
     first, second = Region(0, (0, 0, 1, 1), "a"), Region(1, (0, 0, 1, 1), "b")
     assert frame_regions(parsed, [first, second]) == [(0, first), (1, first), (2, first), (3, second)]

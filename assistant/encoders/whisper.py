@@ -68,6 +68,10 @@ class WhisperAudioEncoder(MediaEncoder):
     def num_frames(self, clip: Any) -> int:
         return frames_for(len(clip.samples))
 
+    @staticmethod
+    def frames_for_samples(num_samples: int) -> int:
+        return frames_for(num_samples)
+
     def window_mel(self, window: np.ndarray) -> np.ndarray:
         """(n_mels, 3000) for a window padded to 30 s, else (n_mels, 2 * frames) of the real audio."""
         raise NotImplementedError

@@ -74,7 +74,7 @@ def frame_regions(parsed: list[Message], regions: list[Region]) -> list[tuple[in
     spans, start = [], 0
     for message in parsed:
         for item in message.media:
-            if getattr(item, "modality", None) == "audio":  # regions name pictures; an audio part has no frame in ``frames``
+            if item.modality == "audio":  # regions name pictures; an audio part has no frame in ``frames``
                 spans.append(range(start, start))
                 continue
             spans.append(range(start, start + len(item.frames)))
