@@ -94,6 +94,11 @@ def _session_key(session: dict[str, Any] | None) -> str:
     return session.setdefault("id", uuid.uuid4().hex)
 
 
+def shown_duration(seconds: float) -> float:
+    """A call's duration for its message, at least 0.01 s: Gradio hides a zero duration, which reads as "still running"."""
+    return max(round(seconds, 2), 0.01)
+
+
 def _call_markdown(call: ToolCall) -> str:
     return f"**Arguments**\n\n```json\n{json.dumps(call.arguments, ensure_ascii=False, indent=1)}\n```"
 
@@ -239,7 +244,7 @@ class ChatHandlers:
         """Complete a call's message with its result; remember the call for later turns; the pictures to show."""
         text = result.message["content"][0]["text"]
         shown.metadata.update(title=TOOL_TITLE + result.call.name + ("" if result.ok else " · error"), status="done",
-                              duration=round(result.duration_s, 2))
+                              duration=shown_duration(result.duration_s))
         shown.content = f"{_call_markdown(result.call)}\n\n**Result**\n\n{text}"
         with self._lock:
             self._records[result.call.id] = {"call": calls.get(result.call.id, result.call.to_openai()), "result": result.message}

@@ -89,7 +89,7 @@ def test_a_plugin_command_shows_a_collapsible_call_its_picture_and_a_reply(handl
     shown, status, approval = outputs[-1]
     [call] = tool_messages(shown)
     assert call.metadata["title"] == TOOL_TITLE + "paint" and call.metadata["status"] == "done"
-    assert call.metadata["duration"] >= 0 and '"colour": "green"' in call.content and "painted green" in call.content
+    assert call.metadata["duration"] > 0 and '"colour": "green"' in call.content and "painted green" in call.content
     pictures = [m for m in shown if isinstance(m.content, gr.Image)]
     assert len(pictures) == 1 and pictures[0].content.value is not None
     assert shown.index(call) < shown.index(pictures[0])  # the picture follows the call that made it
@@ -166,3 +166,10 @@ def test_the_app_lists_plugins_with_checkboxes_and_approval_buttons(bot):
     assert dict(boxes[0].choices)["remember (asks first)"] == "remember"
     buttons = {b.elem_id for b in app.blocks.values() if isinstance(b, gr.Button)}
     assert {"approve", "deny"} <= buttons
+
+
+def test_a_call_faster_than_the_shown_precision_still_shows_a_duration():
+    from launch_ui import shown_duration
+
+    assert shown_duration(0.0004) == 0.01 and shown_duration(0.0) == 0.01  # 0 would hide Gradio's duration
+    assert shown_duration(1.234) == 1.23
