@@ -25,7 +25,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -38,12 +38,12 @@ from assistant.feature_cache import FeatureCache
 from assistant.batching import BatchEngine
 from assistant.generation import EngineCounters, SamplingOptions
 from assistant.llm import attach_lora, load_language_model, load_lora
-from assistant.messages import Message, validate_messages
+from assistant.messages import Message, filter_user_text, validate_messages
 from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
 from assistant.tools.events import AssistantTurn, Event
 from assistant.tools.formats import CallStreamParser
-from assistant.tools.grammar import GrammarCompiler, bounded_specs
+from assistant.tools.grammar import GrammarCompiler, bounded_specs, json_reply_tag
 from assistant.tools.loop import run_loop
 from assistant.tools.runner import Confirm
 from assistant.tools.spec import parse_tool_choice, tool_specs
@@ -83,6 +83,7 @@ class Assistant:
         self.tokenizer = tokenizer
         self.config = config
         self.stats = AssistantStats()
+        self.text_filters: list[Callable[[str], str]] = []  # run on user text before any prompt is built (e.g. a PHI redactor)
         tokens_per_frame = model.tokens_per_frame()
         self.prompt_builder = PromptBuilder(tokenizer, model.media_tokens, config.system_prompt, config.tools.format)
         self._features = FeatureCache(config.media.cache_mb)
@@ -213,7 +214,7 @@ class Assistant:
                 (off: whole clips, for tools such as transcription).
         """
         return validate_messages(
-            messages, self.config.media, self.supported_media, self.frames_per_video, self.media_loaders(),
+            filter_user_text(messages, self.text_filters), self.config.media, self.supported_media, self.frames_per_video, self.media_loaders(),
             audio_budget=self.audio_budget if cut_audio else None,
         )
 
@@ -245,6 +246,7 @@ class Assistant:
         seed: int | None = None,
         cancel: threading.Event | None = None,
         session: str | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> Iterator[str]:
         """Stream the reply as text pieces. Input is checked now; generation runs as you iterate.
 
@@ -258,15 +260,18 @@ class Assistant:
             cancel: Event that stops this request (only this one) when set, from any thread.
             session: Names the conversation's KV cache entry, so its next turn replaces rather than
                 adds one. Optional: without it a turn still continues from the cached prefix it shares.
+            response_schema: A JSON schema: the reply is decoded under it (each value bounded), so it parses.
 
         Raises:
-            AssistantError: For bad messages, media or options, before anything changes.
+            AssistantError: For bad messages, media, options or schema, before anything changes.
         """
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         options = SamplingOptions(max_new_tokens, temperature, top_p, stops, seed)
         prompt = self.prepare(messages, max_new_tokens)
+        tools = self.config.tools
+        tag = None if response_schema is None else json_reply_tag(response_schema, tools.max_string_chars, tools.max_array_items)
         request = _Request(cancel or threading.Event(), session)
-        return self._run(prompt, options, request)
+        return self._run(prompt, options, request, None if tag is None else self._grammars.constraint(tag))
 
     def stream_events(
         self,

@@ -141,3 +141,28 @@ def validate_messages(
     if parsed[-1].role not in final_roles:
         raise AssistantError(f"the last message must be a {' or '.join(final_roles)} turn, got {parsed[-1].role!r}")
     return parsed
+
+
+def filter_user_text(messages: list[dict[str, Any]], filters: list[Callable[[str], str]]) -> list[dict[str, Any]]:
+    """``messages`` with every user message's text (a string content or its text parts) passed through
+    ``filters`` in order; other roles, media and the input list are left as they are."""
+    if not filters or not isinstance(messages, list):
+        return messages
+
+    def apply(text: str) -> str:
+        for step in filters:
+            text = step(text)
+        return text
+
+    filtered = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                message = {**message, "content": apply(content)}
+            elif isinstance(content, list):
+                message = {**message, "content": [
+                    {**part, "text": apply(part["text"])} if isinstance(part, dict) and part.get("type") == "text"
+                    and isinstance(part.get("text"), str) else part for part in content]}
+        filtered.append(message)
+    return filtered

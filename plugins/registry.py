@@ -31,12 +31,14 @@ from plugins.captioning import caption_image
 from plugins.image_tools import transform_image
 from plugins.notes import save_note
 from plugins.retrieval.tool import knowledge_tool
+from plugins.medical.tool import draft_medical_report
 from plugins.transcription import transcribe_audio
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multimodal_assistant.plugins"
-BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool(), transcribe_audio)
+BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool(), transcribe_audio,
+                                        draft_medical_report)
 
 _plugins: dict[str, BaseTool] = {}
 _lock = threading.RLock()

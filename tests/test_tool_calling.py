@@ -297,3 +297,30 @@ def test_templates_that_accept_tools_render_them_natively(tiny_assistant):
     finally:
         tokenizer.chat_template = original
     assert not PromptBuilder(tokenizer, tiny_assistant.model.tokens_per_frame()).native_tools
+
+
+FINDINGS = {"type": "object", "additionalProperties": False, "required": ["findings"], "properties": {"findings": {
+    "type": "array", "items": {"type": "object", "additionalProperties": False, "required": ["where", "size"],
+                               "properties": {"where": {"type": "string"}, "size": {"type": ["number", "null"]}}}}}}
+
+
+def test_a_reply_under_a_response_schema_always_parses_and_validates(make_config):
+    """20 sampling seeds of a random tiny LLM: each reply is one JSON value that validates (and is not free text)."""
+    config = make_config()
+    config.llm.max_context_tokens = 4096
+    config.tools.max_string_chars, config.tools.max_array_items = 8, 3
+    bot = Assistant.from_config(config)
+    messages = [{"role": "user", "content": "Report the findings."}]
+    for seed in range(20):
+        reply = bot.chat(messages, response_schema=FINDINGS, max_new_tokens=300, temperature=1.0, seed=seed)
+        jsonschema.validate(json.loads(reply), FINDINGS)
+        assert reply == json.dumps(json.loads(reply), separators=(", ", ": "))  # laid out as json.dumps writes it
+    free = bot.chat(messages, max_new_tokens=30, temperature=1.0, seed=0)
+    with pytest.raises(ValueError):  # without the schema the random model writes no JSON: the test can fail
+        jsonschema.validate(json.loads(free), FINDINGS)
+
+
+@pytest.mark.parametrize("schema", ["not a schema", {"type": "object", "properties": {"x": {"type": "no-such-type"}}}])
+def test_a_bad_response_schema_is_refused_before_anything_runs(bot, schema):
+    with pytest.raises(AssistantError, match="response_schema"):
+        bot.chat([{"role": "user", "content": "hi"}], response_schema=schema)

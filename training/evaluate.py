@@ -120,9 +120,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions", "audio", "transcription"], default="vqa",
-                        help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval; "
-                             "audio (--data: the recipe's data folder), transcription: see training.audio_eval")
+    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions", "audio", "transcription", "phantom"],
+                        default="vqa", help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval; "
+                             "audio (--data: the recipe's data folder), transcription: see training.audio_eval; phantom (--data: "
+                             "a training.data.phantom_rows folder; --adapter default: the shipped phantom adapter): training.phantom_eval")
     parser.add_argument("--adapter", help="adapter artifact folder (default: the built-in default)")
     parser.add_argument("--data", help="rows: LLaVA .json/.jsonl or messages .jsonl (task vqa)")
     parser.add_argument("--scenes", type=int, default=None, help="scenes per split (retrieval: 1000, captions: 200)")
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.task in ("audio", "transcription"):
         return audio_task(args)
+    if args.task == "phantom":
+        return phantom_task(args)
     if args.task != "vqa":
         return plugin_task(args)
     if not args.data:
@@ -185,6 +188,28 @@ def audio_task(args: argparse.Namespace) -> int:
         return 2
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def phantom_task(args: argparse.Namespace) -> int:
+    """Score a phantom adapter's drafted findings on held-out phantoms and the independent check."""
+    from training.phantom_eval import format_phantom_table, phantom_report
+
+    if not args.data:
+        logger.error("--task phantom needs --data: a training.data.phantom_rows folder (python -m training.data.phantom_rows)")
+        return 2
+    if args.adapter is None:
+        from plugins.medical.tool import PHANTOM_ADAPTER
+
+        args.adapter = str(PHANTOM_ADAPTER)
+    try:
+        report = phantom_report(args.adapter, Path(args.data), args.max_rows)
+    except (AssistantError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 2
+    print(format_phantom_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
 
 

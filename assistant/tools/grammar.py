@@ -73,6 +73,25 @@ def bounded_schema(schema: Any, max_string_chars: int, max_array_items: int) -> 
     return bounded
 
 
+def canonical_json_grammar(schema: dict[str, Any]) -> str:
+    """EBNF for JSON matching ``schema`` laid out exactly as ``json.dumps`` writes it (", " and ": ",
+    no other whitespace), so a value the model wrote re-renders to the same text and tokens."""
+    import xgrammar
+
+    return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False, separators=(", ", ": ")))
+
+
+def json_reply_tag(schema: dict[str, Any], max_string_chars: int, max_array_items: int) -> dict[str, Any]:
+    """The structural tag of a reply that is one JSON value matching ``schema`` (bounded first), nothing else."""
+    if not isinstance(schema, dict):
+        raise AssistantError(f"response_schema must be a JSON schema object, got {type(schema).__name__}")
+    try:
+        grammar = canonical_json_grammar(bounded_schema(schema, max_string_chars, max_array_items))
+    except Exception as error:  # xgrammar's own errors for schemas it cannot express
+        raise AssistantError(f"cannot build a grammar from response_schema: {error}") from None
+    return {"type": "structural_tag", "format": {"type": "grammar", "grammar": grammar}}
+
+
 def bounded_specs(specs: list[ToolSpec], max_string_chars: int, max_array_items: int) -> list[ToolSpec]:
     """``specs`` with ``bounded_schema`` applied to each argument schema (what the grammar is built from)."""
     return [dataclasses.replace(spec, parameters=bounded_schema(spec.parameters, max_string_chars, max_array_items)) for spec in specs]

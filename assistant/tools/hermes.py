@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from assistant.tools.calls import ToolCall
 from assistant.tools.formats import ToolFormat, register_tool_format
+from assistant.tools.grammar import canonical_json_grammar
 from assistant.tools.spec import ToolChoice, ToolSpec
 
 RESPONSE_BEGIN, RESPONSE_END = "<tool_response>", "</tool_response>"
@@ -96,11 +97,3 @@ def _malformed(reason: str, name: str = "unknown") -> ToolCall:
     call = ToolCall(name, {})
     call.error = reason
     return call
-
-
-def canonical_json_grammar(schema: dict[str, Any]) -> str:
-    """EBNF for JSON matching ``schema`` laid out exactly as ``json.dumps`` writes it (", " and ": ",
-    no other whitespace), so a call the model wrote re-renders to the same text and tokens."""
-    import xgrammar
-
-    return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False, separators=(", ", ": ")))

@@ -34,6 +34,9 @@ class ToolPolicy:
     requires_confirmation: bool = field(default=False, metadata={"help": "has side effects: ask before running"})
     timeout_s: float = field(default=30.0, metadata={"help": "seconds before the call is abandoned as an error"})
     max_output_chars: int = field(default=8000, metadata={"help": "longer text output is an error, not truncated silently"})
+    # Whenever the tool is on offer, every user message's text passes through this before a prompt is built
+    # (e.g. the medical plugin's PHI redactor), so the model never sees what it removes.
+    user_text_filter: Callable[[str], str] | None = field(default=None, metadata={"help": "filter of user text (code only)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.requires_confirmation, bool):
@@ -42,6 +45,8 @@ class ToolPolicy:
             raise AssistantError(f"timeout_s must be in (0, 3600], got {self.timeout_s!r}")
         if not (isinstance(self.max_output_chars, int) and self.max_output_chars > 0):
             raise AssistantError(f"max_output_chars must be a positive integer, got {self.max_output_chars!r}")
+        if self.user_text_filter is not None and not callable(self.user_text_filter):
+            raise AssistantError(f"user_text_filter must be a function of the text, got {self.user_text_filter!r}")
 
     @classmethod
     def of(cls, tool: BaseTool | None) -> "ToolPolicy":

@@ -272,22 +272,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
-    """Copy the run's instruct adapter (``out/instruct/adapter``) into ``assistant/default_adapter`` with its
-    model card; the shipped adapter is replaced only once the new one is complete."""
-    source = out / "instruct" / "adapter"
+    """Copy the run's instruct adapter into ``assistant/default_adapter`` with its model card; the image head,
+    trained apart (``training.image_head``) on the frozen encoder alone, stays."""
+    install_adapter(out / "instruct" / "adapter", SHIPPED, model_card(summary, args), keep=("image_head",))
+
+
+def install_adapter(source: Path, target: Path, card: str, keep: tuple[str, ...] = ()) -> None:
+    """Replace ``target`` by a copy of the adapter in ``source`` with ``card`` as its MODEL_CARD.md, keeping the
+    ``keep`` entries of the old ``target``; ``target`` is replaced only once the new folder is complete."""
     if not (source / "assistant_config.json").is_file():
         raise SystemExit(f"{source} holds no adapter: nothing installed")
-    staging = SHIPPED.with_name(SHIPPED.name + ".new")
+    staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
-    (staging / "MODEL_CARD.md").write_text(model_card(summary, args))
-    head = SHIPPED / "image_head"  # trained apart (training.image_head) on the frozen encoder alone: it stays
-    if head.is_dir() and not (staging / "image_head").exists():
-        shutil.copytree(head, staging / "image_head")
-    if SHIPPED.exists():
-        shutil.rmtree(SHIPPED)
-    staging.rename(SHIPPED)
-    logger.info("installed %s into %s", source, SHIPPED)
+    (staging / "MODEL_CARD.md").write_text(card)
+    for name in keep:
+        if (target / name).is_dir() and not (staging / name).exists():
+            shutil.copytree(target / name, staging / name)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    logger.info("installed %s into %s", source, target)
 
 
 if __name__ == "__main__":

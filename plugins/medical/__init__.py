@@ -1,0 +1,1 @@
+"""Medical report plugin: DICOM ingest, de-identification, structured draft reports."""

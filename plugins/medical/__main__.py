@@ -1,0 +1,5 @@
+import sys
+
+from plugins.medical.tool import main
+
+sys.exit(main())
