@@ -47,9 +47,6 @@ PITCHES = (25, 75)
 NOISE_SHARE = 1 / 3
 SPOKEN_TYPES = ("colour", "shape", "count", "position", "existence")
 SOUND_TYPES = ("beeps", "pitch", "higher", "silence")
-# Training sounds in turn: counting beeps and comparing two tones (the answer is not one of the sound's words) get twice
-# the rows of rising/falling pitch and silence/noise (answered by a word the connector reads off). Test splits use SOUND_TYPES.
-TRAIN_SOUND_MIX = ("beeps", "higher", "pitch", "beeps", "higher", "silence")
 SOUND_QUESTIONS = {
     "beeps": ("How many beeps are there?", "How many beeps do you hear?", "Count the beeps."),
     "pitch": ("Is the pitch rising or falling?", "Does this tone rise or fall?"),
@@ -207,10 +204,9 @@ def scene_questions_of(scenes_root: Path, split: str, limit: int, seed: int, per
 
 def build_audio_split(
     out: Path, scenes_root: Path, split: str, spoken_rows: int, sound_rows: int, said_rows: int, seed: int = 0,
-    per_scene: int = 1, sound_mix: Sequence[str] = SOUND_TYPES,
+    per_scene: int = 1,
 ) -> dict[str, int]:
-    """Write ``{split}_audio.jsonl`` (spoken, sound and said rows) and ``{split}_typed.jsonl``; returns counts.
-    Sound rows take the kinds of ``sound_mix`` in turn."""
+    """Write ``{split}_audio.jsonl`` (spoken, sound and said rows) and ``{split}_typed.jsonl``; returns counts."""
     rng = random.Random(f"audio/{seed}/{split}")
     rows, typed, counts = [], [], {}
     image_prefix = Path(os.path.relpath(scenes_root, out))
@@ -222,7 +218,7 @@ def build_audio_split(
         rows.append(_row(f"{split}_spoken_{index:05d}", f"spoken_{qa.question_type}", [picture, _audio_part(name, qa.question)], qa.answer))
         typed.append(_row(f"{split}_typed_{index:05d}", f"typed_{qa.question_type}", [picture, {"type": "text", "text": qa.question}], qa.answer))
     for index in tqdm(range(sound_rows), desc=f"{split} sounds", unit="clip", leave=False):
-        kind = sound_mix[index % len(sound_mix)]
+        kind = SOUND_TYPES[index % len(SOUND_TYPES)]
         samples, answer, transcript = sound(kind, rng)
         name = f"{AUDIO_DIR}/{split}_sound_{index:05d}.wav"
         write_wav(out / name, samples)
@@ -247,14 +243,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m training.data.audio_rows", description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", required=True, help="folder of a scene dataset (training.data.scenes) whose pictures the questions ask about")
     parser.add_argument("--out", required=True, help="where audio/ and the row files go")
-    parser.add_argument("--train", type=int, default=1200, help="spoken-question rows in train (as many sound rows, a sixth as many said rows)")
+    parser.add_argument("--train", type=int, default=1200, help="spoken-question rows in train (as many sound rows, a third as many said rows)")
     parser.add_argument("--test", type=int, default=300, help="spoken-question rows in test (up to one per type and scene)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out, scenes = Path(args.out), Path(args.scenes)
     summary = {
-        "train": build_audio_split(out, scenes, "train", args.train, args.train, args.train // 6, args.seed, sound_mix=TRAIN_SOUND_MIX),
+        "train": build_audio_split(out, scenes, "train", args.train, args.train, args.train // 3, args.seed),
         "test": build_audio_split(out, scenes, "test", args.test, 200, 40, args.seed, per_scene=len(SPOKEN_TYPES)),
     }
     (out / "audio_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -36,7 +36,7 @@ from training.trainer import Trainer
 logger = logging.getLogger("training.recipes.build_default")
 RECIPES = Path(__file__).resolve().parent
 SHIPPED = RECIPES.parents[1] / "assistant" / "default_adapter"
-RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "tokens_per_cell", "select_cells", "text_repeats", "audio_questions", "sound_repeats")  # what the model card names
+RUN_ARGS = ("train_scenes", "test_scenes", "connector", "num_latents", "tokens_per_cell", "select_cells", "text_repeats", "audio_questions")  # what the model card names
 
 
 def run_stage(
@@ -72,9 +72,8 @@ def audio_align_rows(data: Path) -> Path:
     return path
 
 
-def instruct_rows(data: Path, text_repeats: int, sound_repeats: int = 1) -> Path:
-    """The instruct stage's rows: every scene row, every audio row (``training.data.audio_rows``), the sound rows
-    ``sound_repeats`` times in all (they are short, so a copy costs a third of a picture row's compute), and
+def instruct_rows(data: Path, text_repeats: int) -> Path:
+    """The instruct stage's rows: every scene row, every audio row (``training.data.audio_rows``) and
     ``text_repeats`` copies of the distilled text rows."""
     from assistant import Assistant
     from assistant.config import AssistantConfig
@@ -90,11 +89,7 @@ def instruct_rows(data: Path, text_repeats: int, sound_repeats: int = 1) -> Path
     with open(mixed, "w", encoding="utf-8") as out:
         out.write(scene_text)
         if (data / "train_audio.jsonl").is_file():
-            audio_text = (data / "train_audio.jsonl").read_text(encoding="utf-8")
-            out.write(audio_text)
-            sounds = [json.loads(line) for line in audio_text.splitlines() if '"sound_' in line]
-            for repeat in range(1, sound_repeats):
-                out.writelines(json.dumps({**row, "id": f"{row['id']}_{repeat}"}) + "\n" for row in sounds)
+            out.write((data / "train_audio.jsonl").read_text(encoding="utf-8"))
         for repeat in range(text_repeats):
             for number, row in enumerate(text_rows):
                 messages = row["messages"]
@@ -194,9 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--audio-align-steps", type=int, default=None, help="override the audio align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
-    parser.add_argument("--audio-questions", type=int, default=1200, help="spoken-question training rows (sounds: as many, said: a sixth as many)")
+    parser.add_argument("--audio-questions", type=int, default=1200, help="spoken-question training rows (sounds: as many, said: a third as many)")
     parser.add_argument("--text-repeats", type=int, default=3, help="copies of the distilled text rows in instruct")
-    parser.add_argument("--sound-repeats", type=int, default=2, help="copies of the sound rows in instruct")
     parser.add_argument("--eval-rows", type=int, default=None, help="evaluate only the first N test rows")
     parser.add_argument("--install", action="store_true", help="copy the result into assistant/default_adapter")
     parser.add_argument(
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "default_align_audio.yaml", out / "align_audio", audio_align_rows(data), data, ["--base", align["adapter"], *audio_overrides],
         validate=False,
     )
-    mixed = instruct_rows(data, args.text_repeats, args.sound_repeats)
+    mixed = instruct_rows(data, args.text_repeats)
     instruct = run_stage(
         "default_instruct.yaml", out / "instruct", mixed, data, ["--base", align_audio["adapter"], *instruct_overrides]
     )
