@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from assistant.config import ConnectorConfig
 from training.config import load_train_config
@@ -268,18 +269,19 @@ def main(argv: list[str] | None = None) -> int:
 def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
     """Copy the run's instruct adapter into ``assistant/default_adapter`` with its model card; the image head,
     trained apart (``training.image_head``) on the frozen encoder alone, stays."""
-    install_adapter(out / "instruct" / "adapter", SHIPPED, model_card(summary, args), keep=("image_head",))
+    install_adapter(out / "instruct" / "adapter", SHIPPED, lambda: model_card(summary, args), keep=("image_head",))
 
 
-def install_adapter(source: Path, target: Path, card: str, keep: tuple[str, ...] = ()) -> None:
-    """Replace ``target`` by a copy of the adapter in ``source`` with ``card`` as its MODEL_CARD.md, keeping the
-    ``keep`` entries of the old ``target``; ``target`` is replaced only once the new folder is complete."""
+def install_adapter(source: Path, target: Path, card: Callable[[], str], keep: tuple[str, ...] = ()) -> None:
+    """Replace ``target`` by a copy of the adapter in ``source`` with ``card()`` as its MODEL_CARD.md (written only
+    once the adapter is found), keeping the ``keep`` entries of the old ``target``; ``target`` is replaced only once
+    the new folder is complete."""
     if not (source / "assistant_config.json").is_file():
         raise SystemExit(f"{source} holds no adapter: nothing installed")
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
-    (staging / "MODEL_CARD.md").write_text(card)
+    (staging / "MODEL_CARD.md").write_text(card())
     for name in keep:
         if (target / name).is_dir() and not (staging / name).exists():
             shutil.copytree(target / name, staging / name)

@@ -54,7 +54,7 @@ draft for review by a qualified clinician.
 
 
 def install(summary: dict, out: Path) -> None:
-    install_adapter(out / "instruct" / "adapter", SHIPPED, model_card(summary))
+    install_adapter(out / "instruct" / "adapter", SHIPPED, lambda: model_card(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
