@@ -143,6 +143,22 @@ def validate_messages(
     return parsed
 
 
+def _user_text_parts(message: Any) -> list[str]:
+    """The text of one user message: its string content or its text parts ([] for other roles)."""
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return []
+    content = message.get("content")
+    if isinstance(content, str):
+        return [content]
+    return [part["text"] for part in content or [] if isinstance(part, dict) and part.get("type") == "text"
+            and isinstance(part.get("text"), str)] if isinstance(content, list) else []
+
+
+def user_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """Every user message's text, in order."""
+    return [text for message in messages for text in _user_text_parts(message)]
+
+
 def filter_user_text(messages: list[dict[str, Any]], filters: list[Callable[[str], str]]) -> list[dict[str, Any]]:
     """``messages`` with every user message's text (a string content or its text parts) passed through
     ``filters`` in order; other roles, media and the input list are left as they are."""

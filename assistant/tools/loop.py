@@ -14,7 +14,7 @@ import threading
 from typing import Any, Iterator
 
 from assistant.errors import AssistantError
-from assistant.messages import MEDIA_TYPES, filter_user_text
+from assistant.messages import MEDIA_TYPES, filter_user_text, user_texts
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
 from assistant.tools.events import AssistantTurn, Event, ToolResult
@@ -68,7 +68,7 @@ def run_loop(
             continue
         _refuse_calls_the_choice_forbids(calls, parse_tool_choice(choice, specs))
         context.images, context.audio = _media(assistant, conversation[:-1])  # what the model saw when it made the calls
-        context.user_texts = _user_texts(conversation)
+        context.user_texts = user_texts(conversation)
         runner.media_budget = assistant.config.media.max_items_per_request - _media_items(conversation)
         for event in runner.run(calls):
             if isinstance(event, ToolResult):
@@ -76,17 +76,6 @@ def run_loop(
             yield event
         rounds += 1
         choice = followup_tool_choice
-
-
-def _user_texts(conversation: list[dict[str, Any]]) -> list[str]:
-    texts = []
-    for message in conversation:
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            parts = [content] if isinstance(content, str) else [
-                part.get("text") for part in content or [] if isinstance(part, dict) and part.get("type") == "text"]
-            texts += [text for text in parts if isinstance(text, str)]
-    return texts
 
 
 def _refuse_calls_the_choice_forbids(calls: list[ToolCall], choice: ToolChoice) -> None:
