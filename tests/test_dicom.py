@@ -258,6 +258,18 @@ def test_ct_window_gives_a_varied_8_bit_picture():
     assert study.slice_thickness_mm == 5.0 and study.window is not None
 
 
+def test_a_reading_window_replaces_the_stored_one_for_ct_only():
+    stored = load_study(sample("CT_small.dcm"))
+    read = load_study(sample("CT_small.dcm"), ct_window=(80.0, 200.0))
+    dataset = pydicom.dcmread(sample("CT_small.dcm"))
+    hu = dataset.pixel_array * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
+    pixels = np.asarray(read.frames[0])
+    assert read.window == (80.0, 200.0) and stored.window != read.window
+    assert (pixels[hu <= -21] == 0).all() and (pixels[hu > 180] == 255).all()
+    mr = load_study(sample("MR_small.dcm"), ct_window=(80.0, 200.0))  # MR values are not HU: its own window stays
+    assert mr.window == load_study(sample("MR_small.dcm")).window
+
+
 def test_monochrome1_is_inverted():
     normal = np.asarray(load_study(sample("MR_small.dcm")).frames[0], dtype=int)
     inverted = np.asarray(load_study(sample_bytes("MR_small.dcm", PhotometricInterpretation="MONOCHROME1")).frames[0], dtype=int)

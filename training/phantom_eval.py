@@ -56,13 +56,13 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_studies(assistant: Any, data: Path, split: str, max_studies: int | None = None) -> dict[str, Any]:
     from assistant.errors import AssistantError
     from plugins.medical.dicom_io import load_study
-    from plugins.medical.findings import read_findings
+    from plugins.medical.findings import CT_WINDOW, read_findings
 
     records = [json.loads(line) for line in (data / f"{split}_truth.jsonl").read_text().splitlines() if line.strip()]
     scores, answers = [], []
     for record in tqdm(records[:max_studies], desc=f"phantom {split}", unit="study", mininterval=10):
         try:
-            predicted = read_findings(assistant, load_study(data / record["dicom"], max_frames=1))
+            predicted = read_findings(assistant, load_study(data / record["dicom"], max_frames=1, ct_window=CT_WINDOW))
             score = score_study(predicted, record["findings"])
         except AssistantError as error:  # counted as wrong: a report the plugin could not draft
             predicted, score = [], {"presence": False, "count": False, "location": False if record["findings"] else None,

@@ -19,7 +19,6 @@ import io
 import logging
 import math
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from PIL import Image
 from assistant.config import MediaConfig
 from assistant.errors import AssistantError, MediaError
 from plugins.medical.deid import DeidReport, deidentify, quiet_pydicom
+from plugins.medical.pixels import frames_of, pixel_view
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
-_VIEW_KEYWORDS = (
-    "PhotometricInterpretation", "BitsStored", "PixelRepresentation", "PixelPaddingValue", "ModalityLUTSequence",
-    "VOILUTSequence", "RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
-    "VOILUTFunction", "PixelSpacing", "SliceThickness",
-)
 
 
 @dataclass
@@ -77,6 +72,7 @@ def load_study(
     deidentify_first: bool = True,
     burned_in: str = "refuse",
     seed: str | None = None,
+    ct_window: tuple[float, float] | None = None,
 ) -> Study:
     """Load a DICOM file, a DICOM series (one study) or plain pictures as at most ``max_frames`` 8-bit frames.
 
@@ -89,6 +85,8 @@ def load_study(
         deidentify_first: De-identify each header before anything else reads it; False only for tests.
         burned_in: "refuse" scans with burned-in text, or "mask" their top and bottom bands.
         seed: Reproducible pseudonyms; by default a new random one per call, shared by the series' files.
+        ct_window: For CT, this window (centre, width in HU) instead of the file's: a model reads CT at the window
+            it was trained with, whatever window the scanner stored for display.
 
     Raises:
         AssistantError: Any problem with the input, naming the file by its place, never by its name.
@@ -107,7 +105,7 @@ def load_study(
     parsed = [_read_dicom(item, deidentify_first, burned_in, series_seed, max_total_mb) for item in inputs]
     _check_one_study(parsed)
     parsed.sort(key=lambda entry: _slice_key(entry[1]))
-    return _dicom_study(parsed, max_frames)
+    return _dicom_study(parsed, max_frames, ct_window)
 
 
 def file_label(position: int, total: int, source: Any) -> str:
@@ -303,8 +301,11 @@ def _number(value: Any, default: float) -> float:
     return number if math.isfinite(number) else default
 
 
-def _dicom_study(parsed: list[tuple[str, Any, DeidReport | None]], max_frames: int) -> Study:
+def _dicom_study(parsed: list[tuple[str, Any, DeidReport | None]], max_frames: int, ct_window: Any) -> Study:
     from pydicom.pixels.utils import get_nr_frames
+
+    first = parsed[0][1]
+    window = ct_window if str(first.get("Modality", "")) == "CT" else None
 
     with quiet_pydicom():
         counts = [get_nr_frames(dataset, warn=False) for _, dataset, _ in parsed]
@@ -315,11 +316,10 @@ def _dicom_study(parsed: list[tuple[str, Any, DeidReport | None]], max_frames: i
         for position, (label, dataset, _) in enumerate(parsed):
             wanted = [frame for at, frame in chosen if at == position]
             if wanted:
-                pictures, used = _frames_of(dataset, wanted, label)
+                pictures, used = frames_of(dataset, wanted, label, window)
                 frames.extend(pictures)
                 windows.extend(used)
-        first = parsed[0][1]
-        view = _pixel_view(first, 0)
+        view = pixel_view(first, 0)
         reports = [report for _, _, report in parsed if report is not None]
         descriptions = [str(first.get(keyword, "") or "").strip() for keyword in ("StudyDescription", "SeriesDescription")]
         study = Study(
@@ -336,129 +336,6 @@ def _dicom_study(parsed: list[tuple[str, Any, DeidReport | None]], max_frames: i
         )
     logger.info("loaded a %s study: %d of %d frames from %d files", study.modality, len(frames), len(every_frame), len(parsed))
     return study
-
-
-def _frames_of(dataset: Any, wanted: list[int], label: str) -> tuple[list[Image.Image], list[tuple[float, float] | None]]:
-    """Decode the ``wanted`` frames of one file to 8-bit pictures, with the window each used."""
-    from pydicom.pixels import iter_pixels
-
-    try:
-        decoded = list(iter_pixels(dataset, indices=wanted))
-    except Exception:  # decoders raise many types on broken data; the file is unusable either way
-        raise AssistantError(f"{label}: its pixel data could not be decoded (corrupt or cut short)") from None
-    pictures, windows = [], []
-    for frame, pixels in zip(wanted, decoded):
-        picture, window = _to_8bit(pixels, dataset, frame, label)
-        pictures.append(picture)
-        windows.append(window)
-    if all(_one_level(picture) for picture in pictures):
-        raise AssistantError(_single_level_message(label, windows[0]))
-    return pictures, windows
-
-
-def _one_level(picture: Image.Image) -> bool:
-    extrema = picture.getextrema()
-    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
-    return all(low == high for low, high in bands)
-
-
-def _single_level_message(label: str, window: tuple[float, float] | None) -> str:
-    if window is None:
-        return f"{label}: every pixel has the same value, so the picture is blank"
-    centre, width = window
-    return f"{label}: its window (centre {centre:g}, width {width:g}) leaves a single grey level, so the picture would be blank"
-
-
-def _to_8bit(pixels: np.ndarray, dataset: Any, frame: int, label: str) -> tuple[Image.Image, tuple[float, float] | None]:
-    from pydicom.pixels import apply_color_lut
-
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, dataset)  # (H, W, 3), 8 or 16 bits as the palette's entries
-        top = 255.0 if pixels.dtype == np.uint8 else 65535.0
-    else:
-        top = float(2 ** int(dataset.get("BitsStored", 8)) - 1)
-    if pixels.ndim == 3:  # (H, W, 3): colour, YBR already decoded to RGB
-        rgb = np.clip(np.round(pixels.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(rgb, "RGB"), None
-    return _grey_to_8bit(pixels, _pixel_view(dataset, frame), photometric, label)
-
-
-def _grey_to_8bit(pixels: np.ndarray, view: Any, photometric: str, label: str) -> tuple[Image.Image, tuple[float, float] | None]:
-    """Modality LUT, then the window (or VOI LUT, or a min-max stretch) to 0..255; MONOCHROME1 inverted; padding black."""
-    from pydicom.dataset import Dataset
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    values = np.asarray(apply_modality_lut(pixels, view), dtype=np.float64)  # (H, W)
-    padding = pixels == view.PixelPaddingValue if "PixelPaddingValue" in view else np.zeros(pixels.shape, dtype=bool)
-    window = _window(view, label)
-    if window is not None:
-        # window into an 8-bit range: a VOI module with no rescale and BitsStored 8 makes pydicom's output 0..255
-        voi = Dataset()
-        voi.PhotometricInterpretation, voi.BitsStored, voi.PixelRepresentation = "MONOCHROME2", 8, 0
-        voi.WindowCenter, voi.WindowWidth = window
-        voi.VOILUTFunction = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR")
-        grey = apply_voi_lut(values, voi)
-    elif view.get("VOILUTSequence"):
-        lut_bits = int(view.VOILUTSequence[0].LUTDescriptor[2])
-        indices = np.round(values).astype(np.int64)  # a LUT is indexed by integers
-        grey = apply_voi_lut(indices, view, prefer_lut=True) * (255.0 / (2**lut_bits - 1))
-    else:
-        body = values[~padding] if (~padding).any() else values
-        low, high = float(body.min()), float(body.max())
-        window = ((low + high) / 2, high - low)
-        grey = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    if photometric == "MONOCHROME1":
-        grey = 255.0 - grey
-    grey = np.where(padding, 0.0, grey)
-    return Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8), "L"), window
-
-
-def _window(view: Any, label: str) -> tuple[float, float] | None:
-    """The first window centre and width, refused when unusable (not finite, or too narrow)."""
-    if "WindowCenter" not in view or "WindowWidth" not in view:
-        return None
-    centre, width = (_first(view.WindowCenter), _first(view.WindowWidth))
-    function = str(view.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-    smallest = 1.0 if function == "LINEAR" else 0.0
-    if not (math.isfinite(centre) and math.isfinite(width)) or width <= 0 or width < smallest:
-        raise AssistantError(
-            f"{label}: its window (centre {centre:g}, width {width:g}) is unusable: the width must be a finite "
-            f"number of at least {smallest:g}{' (LINEAR)' if smallest else ' and positive'}"
-        )
-    return centre, width
-
-
-def _first(value: Any) -> float:
-    """The first of a multi-valued number (the default view), as a float; NaN if it is not one."""
-    try:
-        return float(value[0] if isinstance(value, Sequence) and not isinstance(value, str) else value)
-    except (TypeError, ValueError, IndexError):
-        return math.nan
-
-
-def _pixel_view(dataset: Any, frame: int) -> Any:
-    """The attributes that turn one frame's values into grey levels, from the dataset or, for enhanced
-    multi-frame objects, from its per-frame or shared functional groups."""
-    from pydicom.dataset import Dataset
-
-    view = Dataset()
-    view.file_meta = dataset.file_meta  # the byte order of OW lookup tables
-    for keyword in _VIEW_KEYWORDS:
-        if keyword in dataset:
-            view.add(dataset[keyword])
-    shared = _group_item(dataset, "SharedFunctionalGroupsSequence", 0)
-    per_frame = _group_item(dataset, "PerFrameFunctionalGroupsSequence", frame)
-    for groups in (shared, per_frame):  # per-frame values override shared ones
-        for sequence in ("PixelValueTransformationSequence", "FrameVOILUTSequence", "PixelMeasuresSequence"):
-            for element in (_group_item(groups, sequence, 0) if groups is not None else None) or ():
-                view.add(element)
-    return view
-
-
-def _group_item(dataset: Any, keyword: str, index: int) -> Any:
-    sequence = dataset.get(keyword)
-    return sequence[index] if sequence and index < len(sequence) else None
 
 
 def _spacing(value: Any) -> tuple[float, float] | None:

@@ -62,10 +62,11 @@ def redact_user_text(text: str) -> str:
 
 
 def load(sources: Any) -> Any:
-    """``dicom_io.load_study``, de-identifying first."""
+    """``dicom_io.load_study``, de-identifying first; CT at the window the adapter reads (``findings.CT_WINDOW``)."""
     from plugins.medical.dicom_io import load_study
+    from plugins.medical.findings import CT_WINDOW
 
-    return load_study(sources, deidentify_first=DEIDENTIFY)
+    return load_study(sources, deidentify_first=DEIDENTIFY, ct_window=CT_WINDOW)
 
 
 def adapter_path() -> Path:

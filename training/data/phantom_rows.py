@@ -4,7 +4,7 @@ For each study ``{split}_{index:05d}``:
 
 - ``dicom/{split}_{index:05d}.dcm``: the phantom (``training.data.phantoms``) with fake PHI in its tags;
 - ``images/{split}_{index:05d}.png``: the frame ``plugins.medical.dicom_io.load_study`` makes of that file
-  (de-identified first, abdomen window): exactly what the plugin shows the model;
+  (de-identified first, CT read at ``plugins.medical.findings.CT_WINDOW``): exactly what the plugin shows the model;
 - rows (typed messages) in ``{split}.jsonl``: a *report* row that opens with ``FINDINGS_PROMPT`` answered by the
   findings JSON (``plugins.medical.findings.findings_json``) and goes on with questions (is there a lesion,
   how many, which organs, how large, darker or brighter), and a *questions* row with the questions alone;
@@ -81,6 +81,7 @@ def _turns(image: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
 def build_split(out: Path, split: str, count: int, seed: int = 0, start_index: int = 0) -> int:
     """Write one split's DICOM files, frames and rows; returns the number of studies."""
     from plugins.medical.dicom_io import load_study
+    from plugins.medical.findings import CT_WINDOW
 
     for folder in ("dicom", "images"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def build_split(out: Path, split: str, count: int, seed: int = 0, start_index: i
             identity = fake_identity(rng, start_index + index)
             dicom = out / "dicom" / f"{name}.dcm"
             write_dicom(dicom, render_hu(phantom, rng.getrandbits(32)), identity, start_index + index, rng)
-            study = load_study(dicom, max_frames=1)
+            study = load_study(dicom, max_frames=1, ct_window=CT_WINDOW)
             study.frames[0].save(out / "images" / f"{name}.png")
             image = f"images/{name}.png"
             report = [(FINDINGS_PROMPT, findings_json(phantom.findings()))] + questions(phantom, rng)[:4]
