@@ -142,6 +142,8 @@ class ChatHandlers:
         self.bot = bot
         self.max_file_mb = max_file_mb or bot.config.media.max_file_mb
         self.plugins = dict(plugins or {})
+        # attachments (the model reads a marker) of the types a plugin reads, e.g. DICOM for the medical plugin
+        self.file_types = sorted({suffix for tool in self.plugins.values() for suffix in ToolPolicy.of(tool).file_types})
         self.approval_timeout_s = approval_timeout_s
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()  # call id -> {"call", "result"}
         self._pending: dict[str, PendingApproval] = {}
@@ -169,7 +171,7 @@ class ChatHandlers:
                     "cancel": cancel, "session": key}
         try:
             forced = self._command(message.get("text") or "")
-            messages = to_messages(history, message, system_prompt, self.max_file_mb, self._records, self.plugins)
+            messages = to_messages(history, message, system_prompt, self.max_file_mb, self._records, self.plugins, self.file_types)
             names = list(dict.fromkeys([*(enabled_plugins or []), *([forced] if forced else [])]))
             if names:
                 yield from self._respond_with_plugins(messages, names, forced, sampling, key)
@@ -329,7 +331,7 @@ def build_app(
             textbox=gr.MultimodalTextbox(
                 placeholder="Ask about a picture or a recording (type, record, or attach several files)..." if hears
                 else "Ask about an image, or attach several...",
-                file_types=sorted(suffix for suffix, kind in MEDIA_TYPE_BY_EXTENSION.items() if kind in bot.supported_media),
+                file_types=sorted({suffix for suffix, kind in MEDIA_TYPE_BY_EXTENSION.items() if kind in bot.supported_media} | set(handlers.file_types)),
                 file_count="multiple",
                 sources=["upload", "microphone"] if hears else ["upload"],
                 stop_btn=True,

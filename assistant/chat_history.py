@@ -25,16 +25,19 @@ MEDIA_TYPE_BY_EXTENSION = {
     **dict.fromkeys((".mp4", ".webm", ".mov", ".mkv", ".avi"), "video"),
     **dict.fromkeys((".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"), "audio"),
 }
+FILE_KIND = "file"  # any other upload: an attachment for tools (ToolPolicy.file_types); the model sees a marker
 ERROR_TITLE = "Could not answer"  # marks a failed turn; it and its user message are left out of later prompts
 BYTES_PER_MB = 1024 * 1024
 
 
-def media_part(path: str, max_file_mb: float) -> dict[str, str]:
-    """The content part for an uploaded file, chosen by its extension; checks the size cap."""
+def media_part(path: str, max_file_mb: float, file_types: Any = ()) -> dict[str, str]:
+    """The content part for an uploaded file, chosen by its extension (``file_types``: attachment extensions
+    a tool reads); checks the size cap."""
     name = Path(path).name
-    kind = MEDIA_TYPE_BY_EXTENSION.get(Path(path).suffix.lower())
+    suffix = Path(path).suffix.lower()
+    kind = MEDIA_TYPE_BY_EXTENSION.get(suffix) or (FILE_KIND if suffix in file_types else None)
     if kind is None:
-        accepted = ", ".join(sorted(MEDIA_TYPE_BY_EXTENSION))
+        accepted = ", ".join(sorted({*MEDIA_TYPE_BY_EXTENSION, *file_types}))
         raise AssistantError(f"{name}: unsupported file type; upload one of {accepted}")
     try:
         size = os.path.getsize(path)
@@ -45,7 +48,7 @@ def media_part(path: str, max_file_mb: float) -> dict[str, str]:
     return {"type": kind, kind: path}
 
 
-def _content_parts(content: Any, max_file_mb: float) -> list[dict[str, str]]:
+def _content_parts(content: Any, max_file_mb: float, file_types: Any = ()) -> list[dict[str, str]]:
     """Parts of one Gradio chat message: a string, a file dict, or a list of text/file items."""
     parts = []
     for item in content if isinstance(content, (list, tuple)) else [content]:
@@ -58,7 +61,7 @@ def _content_parts(content: Any, max_file_mb: float) -> list[dict[str, str]]:
             if item.strip():
                 parts.append({"type": "text", "text": inspect.cleandoc(item)})
         elif isinstance(item, dict) and "path" in item:
-            parts.append(media_part(item["path"], max_file_mb))
+            parts.append(media_part(item["path"], max_file_mb, file_types))
     return parts
 
 
@@ -77,6 +80,7 @@ def to_messages(
     max_file_mb: float = 20.0,
     tool_records: dict[str, dict[str, Any]] | None = None,
     commands: Any = (),
+    file_types: Any = (),
 ) -> list[dict[str, Any]]:
     """The assistant's messages for Gradio's ``history`` plus the new ``message`` ({"text", "files"}).
 
@@ -85,7 +89,8 @@ def to_messages(
     the same image part on every later turn. A tool call's message (its ``metadata.id`` a key of
     ``tool_records``) becomes the assistant's call and the tool's result again; pictures shown for
     tools are in those results, so assistant files are skipped. A leading ``/plugin`` command (one of
-    ``commands``) is not part of what the model reads.
+    ``commands``) is not part of what the model reads. Uploads with an extension of ``file_types`` become
+    ``file`` parts (attachments a tool reads).
     """
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if (system_prompt or "").strip() else []
     records = tool_records or {}
@@ -100,7 +105,7 @@ def to_messages(
         if role == "assistant" and metadata.get("id") in records:
             _append_tool_record(messages, records[metadata["id"]])
             continue
-        parts = [part for part in _content_parts(item["content"], max_file_mb) if role == "user" or part["type"] == "text"]
+        parts = [part for part in _content_parts(item["content"], max_file_mb, file_types) if role == "user" or part["type"] == "text"]
         if role == "user":
             parts = _strip_command(parts, commands)
         if not parts:
@@ -110,7 +115,7 @@ def to_messages(
         else:
             messages.append({"role": role, "content": parts})
     files = [{"path": file if isinstance(file, str) else file["path"]} for file in message.get("files", [])]
-    new_parts = _content_parts([*files, message.get("text") or ""], max_file_mb)  # files first, as the Chatbot shows them
+    new_parts = _content_parts([*files, message.get("text") or ""], max_file_mb, file_types)  # files first, as the Chatbot shows them
     new_parts = _strip_command(new_parts, commands)
     if messages and messages[-1]["role"] == "user":
         messages[-1]["content"].extend(new_parts)

@@ -6,9 +6,14 @@ Format (the same for chat, streaming and training rows)::
      "content": "text" | [{"type": "text", "text": ...},
                           {"type": "image", "image": path | bytes | PIL image | array | data URL},
                           {"type": "video", "video": path | [frames...], "fps": 1.0},
-                          {"type": "audio", "audio": ...}],
+                          {"type": "audio", "audio": ...},
+                          {"type": "file", "file": path | bytes}],  # an attachment for tools (a DICOM scan)
      "tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}],  # assistant turns
      "tool_call_id": ..., "name": ...}  # tool turns: which call this answers
+
+A file part is not read here and never reaches an encoder: the model sees only ``attachment_marker``
+("[attached file 1 (.dcm)]": its place and extension, never its name, which may carry a patient's),
+and a tool that reads attachments gets them through ``attached_files``.
 
 Validation happens before anything is encoded or cached, so a bad request changes nothing.
 This module knows nothing about tokens or models.
@@ -17,6 +22,7 @@ This module knows nothing about tokens or models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from assistant.config import MediaConfig
@@ -27,6 +33,7 @@ from assistant.tools.calls import ToolCall, parse_tool_calls
 
 ROLES = ("system", "user", "assistant", "tool")
 MEDIA_TYPES = ("image", "video", "audio")
+FILE_TYPE = "file"
 RESERVED_CHARACTERS = ("\ue000", "\ue001", "\ue002", "\ue003")  # the prompt builder's markers
 
 
@@ -84,7 +91,7 @@ def validate_messages(
         "video": lambda source, fps=None: load_video(source, limits, frames_per_video, fps),
         **(load_extra or {}),
     }
-    parsed, media_count = [], 0
+    parsed, media_count, file_count = [], 0, 0
     for index, message in enumerate(messages):
         where = f"message {index}"
         if not isinstance(message, dict):
@@ -120,9 +127,16 @@ def validate_messages(
                     )
                 extra = {"fps": part["fps"]} if kind == "video" and "fps" in part else {}
                 parts.append(loaders[kind](part[kind], **extra))
+            elif kind == FILE_TYPE:
+                if role != "user":
+                    raise AssistantError(f"{part_where}: files are only allowed in user turns")
+                file_count += 1
+                parts.append(attachment_marker(file_count, _file_source(part, part_where)))
             else:
                 shown = kind if kind is not None else type(part).__name__
-                raise AssistantError(f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)}")
+                raise AssistantError(
+                    f"{part_where}: unknown content type {shown!r}; expected text, {', '.join(MEDIA_TYPES)} or {FILE_TYPE}"
+                )
         audio = [part for part in parts if isinstance(part, LoadedMedia) and part.modality == "audio"]
         if audio and audio_budget is not None:
             kept = iter(cut_to_budget(audio, audio_budget, where))  # a prefix of ``audio``, the last one maybe cut
@@ -141,6 +155,28 @@ def validate_messages(
     if parsed[-1].role not in final_roles:
         raise AssistantError(f"the last message must be a {' or '.join(final_roles)} turn, got {parsed[-1].role!r}")
     return parsed
+
+
+def _file_source(part: dict[str, Any], where: str) -> Any:
+    source = part.get(FILE_TYPE)
+    if isinstance(source, (bytes, bytearray)) and source:
+        return source
+    if isinstance(source, str) and source.strip():
+        return source
+    raise AssistantError(f"{where}: a file part needs 'file': a path or non-empty bytes")
+
+
+def attachment_marker(number: int, source: Any) -> str:
+    """What the model reads for the ``number``-th attached file of a conversation (counted from 1)."""
+    suffix = "" if isinstance(source, (bytes, bytearray)) else Path(source).suffix.lower()
+    return f"[attached file {number} ({suffix if 1 < len(suffix) <= 8 and suffix[1:].isalnum() else 'no extension'})]"
+
+
+def attached_files(messages: list[dict[str, Any]]) -> list[Any]:
+    """The ``file`` of every file part of the user messages, oldest first (paths or bytes, as sent)."""
+    return [part[FILE_TYPE] for message in messages if isinstance(message, dict) and message.get("role") == "user"
+            and isinstance(message.get("content"), list)
+            for part in message["content"] if isinstance(part, dict) and part.get("type") == FILE_TYPE]
 
 
 def _user_text_parts(message: Any) -> list[str]:

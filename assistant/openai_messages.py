@@ -3,13 +3,16 @@
 Used by the OpenAI-compatible server and the LangChain chat model (which goes through
 ``langchain_core.messages.convert_to_openai_messages`` first). Accepted content parts:
 ``text``, ``image_url`` (a ``data:image/...;base64,`` URL, or an http(s) URL when the caller passes
-a ``fetch_image`` function that is allowed to fetch it) and ``input_audio``. A converted message
+a ``fetch_image`` function that is allowed to fetch it), ``input_audio`` and ``file`` (its base64
+``file_data``, handed to tools as bytes: a DICOM scan for the medical plugin). A converted message
 never holds a file path: text from a client can therefore never make the assistant read a local
 file.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Callable
 
 from assistant.errors import AssistantError
@@ -66,9 +69,13 @@ def _content(content: Any, where: str, fetch_image: Callable[[str], bytes] | Non
             if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
                 raise AssistantError(f"{part_where}: input_audio must be {{'data': base64, 'format': 'wav' | 'mp3'}}")
             parts.append({"type": "audio", "audio": f"data:audio/{audio.get('format', 'wav')};base64,{audio['data']}"})
+        elif kind == "file":
+            parts.append({"type": "file", "file": _file_data(part.get("file"), part_where)})
         else:
             shown = kind if kind is not None else type(part).__name__
-            raise AssistantError(f"{part_where}: unsupported content part type {shown!r}; expected text, image_url or input_audio")
+            raise AssistantError(
+                f"{part_where}: unsupported content part type {shown!r}; expected text, image_url, input_audio or file"
+            )
     return parts
 
 
@@ -86,3 +93,22 @@ def _image(image_url: Any, where: str, fetch_image: Callable[[str], bytes] | Non
     if fetch_image is None:
         raise AssistantError(f"{where}: remote image URLs are disabled on this server; send the image as a data: URL")
     return fetch_image(url)
+
+
+def _file_data(file: Any, where: str) -> bytes:
+    """The bytes of a ``file`` part's ``file_data`` (base64, or a base64 data URL); uploaded file ids are not kept here."""
+    data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data, str) or not data:
+        hint = " (this server keeps no uploaded files: send the bytes)" if isinstance(file, dict) and file.get("file_id") else ""
+        raise AssistantError(f"{where}: a file part needs 'file': {{'file_data': base64}}{hint}")
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        if not header.endswith(";base64"):
+            raise AssistantError(f"{where}: a file data URL must be base64 (data:...;base64,...)")
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AssistantError(f"{where}: file_data is not valid base64") from None
+    if not decoded:
+        raise AssistantError(f"{where}: file_data is empty")
+    return decoded

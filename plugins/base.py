@@ -34,6 +34,7 @@ def plugin(
     max_output_chars: int = 8000,
     returns_media: bool = False,
     user_text_filter: Callable[[str], str] | None = None,
+    file_types: tuple[str, ...] = (),
 ) -> Any:
     """Make a langchain tool of ``func``; usable as ``@plugin`` or ``@plugin(requires_confirmation=True)``.
 
@@ -46,6 +47,7 @@ def plugin(
         returns_media: The function returns ``(text, parts)``, parts being media content parts.
         user_text_filter: While the tool is on offer, every user message's text passes through this function
             before a prompt is built (a module-level function: it is stored in the tool's metadata).
+        file_types: Extensions of attached files the tool reads (``ToolContext.file``); a chat UI offers them as uploads.
 
     Returns:
         The ``StructuredTool`` (or, without ``func``, a decorator that makes one).
@@ -53,7 +55,7 @@ def plugin(
     Raises:
         AssistantError: The name or policy is invalid, or the docstring does not document every argument.
     """
-    policy = ToolPolicy(requires_confirmation, timeout_s, max_output_chars, user_text_filter)  # checked before any tool is made
+    policy = ToolPolicy(requires_confirmation, timeout_s, max_output_chars, user_text_filter, tuple(file_types))  # checked before any tool is made
     if name is not None:  # langchain would quietly use the function's name for ""
         check_plugin_name(name)
     response_format = "content_and_artifact" if returns_media else "content"

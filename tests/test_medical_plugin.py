@@ -19,7 +19,7 @@ from assistant.tools.calls import ToolCall  # noqa: E402
 from assistant.tools.context import ToolContext  # noqa: E402
 from assistant.tools.events import ToolResult  # noqa: E402
 from assistant.tools.runner import ToolRunner  # noqa: E402
-from assistant.tools.spec import tool_specs  # noqa: E402
+from assistant.tools.spec import ToolPolicy, tool_specs  # noqa: E402
 from plugins.medical import tool as medical  # noqa: E402
 from plugins.medical.findings import FINDINGS_PROMPT, at_training_spacing, findings_json, read_findings  # noqa: E402
 from plugins.medical.report import DISCLAIMER, findings_schema, from_fhir, to_fhir, validate_report  # noqa: E402
@@ -78,6 +78,23 @@ def test_a_series_folder_and_a_conversation_picture_are_read_too(plugin_env, tmp
     picture = Image.new("L", (224, 224), 90)
     result = call({"path": ""}, ToolContext(images=[picture]))
     assert result.ok and DISCLAIMER in result.message["content"][0]["text"]
+
+
+def test_an_attached_dicom_is_read_without_a_scans_folder(monkeypatch, plugin_env):
+    """Uploads (the chat UI's .dcm files, the server's base64 file parts) are the user's own: no folder needed."""
+    monkeypatch.delenv(medical.FOLDER_VARIABLE)
+    scan = plugin_env / "scan_1.dcm"
+    by_path = call({}, ToolContext(files=[str(scan)], images=[Image.new("L", (64, 64))]))
+    by_bytes = call({"file": 0}, ToolContext(files=[scan.read_bytes(), b"other"]))
+    for result in (by_path, by_bytes):
+        assert result.ok, result.message
+        assert DISCLAIMER in result.message["content"][0]["text"] and "private" in result.message["content"][0]["text"].lower()
+    missing = call({"file": 3}, ToolContext(files=[str(scan)]))
+    assert not missing.ok and "attached file 3 does not exist" in missing.message["content"][0]["text"]
+
+
+def test_the_plugin_declares_the_attachments_it_reads():
+    assert ToolPolicy.of(medical.draft_medical_report).file_types == (".dcm", ".dicom")
 
 
 @pytest.mark.parametrize("path, problem", [("../outside.dcm", "outside"), ("missing.dcm", "no such file"), ("/etc/passwd", "outside")])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import gradio as gr
 import pytest
@@ -17,6 +17,8 @@ from PIL import Image
 
 from assistant import Assistant
 from launch_ui import ERROR_TITLE, NO_APPROVAL, TOOL_TITLE, ChatHandlers, build_app, to_messages
+from assistant.tools.context import ToolContext
+from langchain_core.tools import InjectedToolArg
 from plugins import plugin
 
 GREEDY = {"system_prompt": None, "temperature": 0.0, "top_p": 1.0}
@@ -166,6 +168,32 @@ def test_the_app_lists_plugins_with_checkboxes_and_approval_buttons(bot):
     assert dict(boxes[0].choices)["remember (asks first)"] == "remember"
     buttons = {b.elem_id for b in app.blocks.values() if isinstance(b, gr.Button)}
     assert {"approve", "deny"} <= buttons
+
+
+@plugin(file_types=(".dcm",))
+def read_scan(file: int = -1, context: Annotated[ToolContext, InjectedToolArg] = None) -> str:
+    """Say how many bytes an attached scan has.
+
+    Args:
+        file: Which attached file: -1 is the latest.
+    """
+    source = context.file(file)
+    return f"{len(open(source, 'rb').read())} bytes"
+
+
+def test_uploads_of_a_type_a_plugin_reads_are_offered_and_reach_it(bot, tmp_path):
+    app = build_app(bot, plugins={"paint": paint, "read_scan": read_scan})
+    [box] = [b for b in app.blocks.values() if isinstance(b, gr.MultimodalTextbox)]
+    assert ".dcm" in box.file_types and ".png" in box.file_types
+    scan = tmp_path / "Quorvath.dcm"
+    scan.write_bytes(b"\x00" * 321)
+    handlers = ChatHandlers(bot, plugins={"read_scan": read_scan})
+    shown = list(respond(handlers, "/read_scan", files=[str(scan)]))[-1][0]
+    [call] = tool_messages(shown)
+    assert call.metadata["status"] == "done" and "321 bytes" in call.content
+    without = ChatHandlers(bot, plugins={"paint": paint})  # no plugin reads .dcm: the upload is refused by name
+    reply = list(respond(without, "hi", files=[str(scan)]))[-1][0]
+    assert reply.metadata["title"] == ERROR_TITLE and "Quorvath.dcm: unsupported file type" in reply.content
 
 
 def test_a_call_faster_than_the_shown_precision_still_shows_a_duration():

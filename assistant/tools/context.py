@@ -22,14 +22,24 @@ CONTEXT_ARGUMENT = "context"
 
 @dataclass
 class ToolContext:
-    """The conversation's pictures and audio clips (oldest first, from user and tool turns), its user
-    text, a cancel flag, the assistant."""
+    """The conversation's pictures and audio clips (oldest first, from user and tool turns), its attached
+    files, its user text, a cancel flag, the assistant."""
 
     images: list[Image.Image] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     assistant: Any = None  # the Assistant running the loop, for plugins that use its own vision
     audio: list[Any] = field(default_factory=list)  # ``assistant.audio.AudioClip``s, whole (not cut to the token budget)
     user_texts: list[str] = field(default_factory=list)  # the user messages' text as the model saw it (after text filters)
+    files: list[Any] = field(default_factory=list)  # the user's attached files (paths or bytes, unread), oldest first
+
+    def file(self, index: int = -1) -> Any:
+        """The ``index``-th attached file (negative counts from the latest); the model knows it as
+        "attached file {index + 1}".
+
+        Raises:
+            ToolException: There is no such file; the message goes back to the model.
+        """
+        return _pick(self.files, index, "attached file")
 
     def clip(self, index: int = -1) -> Any:
         """The ``index``-th audio clip of the conversation (negative counts from the latest).

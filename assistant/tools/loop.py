@@ -14,7 +14,7 @@ import threading
 from typing import Any, Iterator
 
 from assistant.errors import AssistantError
-from assistant.messages import MEDIA_TYPES, filter_user_text, user_texts
+from assistant.messages import MEDIA_TYPES, attached_files, filter_user_text, user_texts
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
 from assistant.tools.events import AssistantTurn, Event, ToolResult
@@ -69,6 +69,7 @@ def run_loop(
         _refuse_calls_the_choice_forbids(calls, parse_tool_choice(choice, specs))
         context.images, context.audio = _media(assistant, conversation[:-1])  # what the model saw when it made the calls
         context.user_texts = user_texts(conversation)
+        context.files = attached_files(conversation)
         runner.media_budget = assistant.config.media.max_items_per_request - _media_items(conversation)
         for event in runner.run(calls):
             if isinstance(event, ToolResult):

@@ -37,6 +37,8 @@ class ToolPolicy:
     # Whenever the tool is on offer, every user message's text passes through this before a prompt is built
     # (e.g. the medical plugin's PHI redactor), so the model never sees what it removes.
     user_text_filter: Callable[[str], str] | None = field(default=None, metadata={"help": "filter of user text (code only)"})
+    # Extensions of the attached files (``{"type": "file"}`` parts) the tool reads; a chat UI accepts them as uploads
+    file_types: tuple[str, ...] = field(default=(), metadata={"help": "attached-file extensions it reads, e.g. ('.dcm',)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.requires_confirmation, bool):
@@ -47,6 +49,9 @@ class ToolPolicy:
             raise AssistantError(f"max_output_chars must be a positive integer, got {self.max_output_chars!r}")
         if self.user_text_filter is not None and not callable(self.user_text_filter):
             raise AssistantError(f"user_text_filter must be a function of the text, got {self.user_text_filter!r}")
+        object.__setattr__(self, "file_types", tuple(self.file_types))  # stored in metadata as a list
+        if not all(isinstance(suffix, str) and suffix.startswith(".") and suffix[1:].isalnum() for suffix in self.file_types):
+            raise AssistantError(f"file_types must be extensions such as '.dcm', got {self.file_types!r}")
 
     @classmethod
     def of(cls, tool: BaseTool | None) -> "ToolPolicy":

@@ -143,28 +143,41 @@ def _sources(path: str) -> list[Path]:
     return [target]
 
 
-@plugin(timeout_s=300.0, returns_media=True, user_text_filter=redact_user_text)
+@plugin(timeout_s=300.0, returns_media=True, user_text_filter=redact_user_text, file_types=(".dcm", ".dicom"))
 def draft_medical_report(
     path: str = "",
+    file: int = -1,
     image: int = -1,
     context: Annotated[ToolContext, InjectedToolArg] = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Draft a structured radiology report of a scan, for review by a clinician (a machine draft, not a diagnosis).
 
     Args:
-        path: A DICOM file or series folder, relative to the scans folder the server allows; "" reads a picture of the conversation.
-        image: Which picture of the conversation when path is "": -1 is the latest, 0 the first.
+        path: A DICOM file or series folder, relative to the scans folder the server allows; "" reads an attached file or a picture.
+        file: Which attached file (a DICOM scan) when path is "": -1 is the latest, 0 the first ("attached file 1").
+        image: Which picture of the conversation when path is "" and no file is attached: -1 is the latest, 0 the first.
     """
     if context is None:
         raise ToolException("draft_medical_report needs the conversation; run it through the assistant's tool runner")
     try:
-        study = load(_sources(path) if path else _picture_bytes(context.image(image)))
+        if path:
+            sources = _sources(path)
+        elif context.files:
+            sources = _attachment(context.file(file))
+        else:
+            sources = _picture_bytes(context.image(image))
+        study = load(sources)
         redactions = Counter(PLACEHOLDER.findall("\n".join(context.user_texts)))
         result = draft(study, chat_redactions=redactions, cancel=context.cancel)
     except AssistantError as error:
         raise ToolException(str(error)) from None
     removed = "\n".join(f"- {item}" for item in result.removed) or "- nothing (the picture carried no metadata)"
     return f"{result.markdown}\n\n**Removed before the model saw it**\n\n{removed}", [{"type": "image", "image": result.frame}]
+
+
+def _attachment(source: Any) -> Any:
+    """An attached file as ``load_study`` takes it: bytes as they are, a path (an upload the UI saved) as a Path."""
+    return source if isinstance(source, (bytes, bytearray)) else Path(source)
 
 
 def _picture_bytes(picture: Any) -> bytes:
