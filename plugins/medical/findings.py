@@ -31,9 +31,11 @@ def organs_phrase(organs: list[str]) -> str:
 
 TARGET_SPACING_MM = 1.75   # the phantom adapter's training spacing (training.data.phantoms.SPACING_MM)
 FRAME_SIZE = 224
-# the window CT is read at (centre, width in HU), whatever the file stores for display: a soft-tissue window
-# half as wide as the phantoms' stored abdomen window (40/400) doubles a faint lesion's contrast for the encoder
-CT_WINDOW = (80.0, 200.0)
+# The window CT is read at (centre, width in HU), whatever the file stores for display: the phantom adapter's
+# training window, so a scanner's other display window (the independent check stores 50/350) changes nothing.
+# A narrower soft-tissue window (80/200) was worse (runs/phantom_v2: held-out presence 64%, count 39%): it
+# amplifies the noise as much as the lesions and saturates the kidneys.
+CT_WINDOW = (40.0, 400.0)
 MAX_FINDINGS_TOKENS = 400
 
 
