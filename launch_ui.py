@@ -37,6 +37,7 @@ import gradio as gr  # noqa: E402
 from assistant import Assistant, AssistantError  # noqa: E402
 from assistant.chat_history import BYTES_PER_MB, ERROR_TITLE, MEDIA_TYPE_BY_EXTENSION, media_part, name_uploads, split_command, to_messages  # noqa: E402,F401
 from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs  # noqa: E402
+from assistant.config import SERVING_MODES  # noqa: E402
 from assistant.tools import ToolPolicy  # noqa: E402
 from assistant.tools.calls import ToolCall  # noqa: E402
 from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolResult  # noqa: E402
@@ -65,12 +66,17 @@ class LaunchOptions:
     max_file_mb: float | None = field(default=None, metadata={"help": "largest upload in MB (default: the assistant's limit)"})
     queue_size: int = field(default=16, metadata={"help": "requests that may wait; more are turned away"})
     concurrency: int = field(default=8, metadata={"help": "replies generated at once (decoded together)"})
+    serving: str | None = field(
+        default=None, metadata={"help": "LLM weights to decode with: eager | merged | bf16 | int8 (default: the artifact's)"}
+    )
 
     def __post_init__(self) -> None:
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_file_mb is not None and self.max_file_mb <= 0:
             raise ValueError(f"max file size must be positive, got {self.max_file_mb}")
+        if self.serving is not None and self.serving not in SERVING_MODES:
+            raise ValueError(f"serving must be one of {', '.join(SERVING_MODES)}, got {self.serving!r}")
         if self.queue_size < 1 or self.concurrency < 1:
             raise ValueError(f"queue size and concurrency must be at least 1, got {self.queue_size}, {self.concurrency}")
 
@@ -378,7 +384,7 @@ def serve(app: gr.Blocks, options: LaunchOptions, max_file_mb: float, block: boo
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = parse_options(argv)
-    bot = Assistant.from_pretrained(options.adapter)
+    bot = Assistant.from_pretrained(options.adapter, serving=options.serving)
     max_file_mb = options.max_file_mb or bot.config.media.max_file_mb
     logger.info("loaded %s", bot.describe())
     serve(build_app(bot, max_file_mb, options.queue_size, concurrency=options.concurrency), options, max_file_mb)

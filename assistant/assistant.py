@@ -38,6 +38,7 @@ from assistant.feature_cache import FeatureCache
 from assistant.batching import BatchEngine
 from assistant.generation import EngineCounters, SamplingOptions
 from assistant.llm import attach_lora, load_language_model, load_lora
+from assistant.llm_serving import prepare_for_serving
 from assistant.messages import Message, filter_user_text, validate_messages
 from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
@@ -119,7 +120,7 @@ class Assistant:
         }
         with torch.random.fork_rng():
             torch.manual_seed(seed)  # the same config always gives the same fresh connectors
-            llm = attach_lora(llm, config.llm.lora)
+            llm = prepare_for_serving(attach_lora(llm, config.llm.lora), config.llm.serving)
             model = MultimodalModel.build(config, llm, encoders)
         model.eval()
         return cls(model, tokenizer, config)
@@ -131,8 +132,10 @@ class Assistant:
         Args:
             path: Artifact folder. ``None`` loads the shipped default adapter, or the default
                 encoder + LLM with untrained connectors when no adapter is shipped.
-            overrides: ``AssistantConfig`` fields to replace (e.g. ``system_prompt``).
+            overrides: ``AssistantConfig`` fields to replace (e.g. ``system_prompt``); ``serving="int8"`` (a mode
+                of ``assistant.llm_serving``) replaces ``llm.serving`` alone.
         """
+        serving = overrides.pop("serving", None)
         if path is None:
             if not (SHIPPED_DEFAULT / CONFIG_FILE).is_file():
                 logger.warning("no trained default adapter is shipped: image tokens pass through an untrained connector")
@@ -142,6 +145,7 @@ class Assistant:
         if not (folder / CONFIG_FILE).is_file():
             raise AssistantError(f"{folder} is not an assistant artifact (no {CONFIG_FILE})")
         config = dataclasses.replace(AssistantConfig.load(folder / CONFIG_FILE), **overrides)
+        config.llm = dataclasses.replace(config.llm, serving=serving or config.llm.serving)
         llm, tokenizer = load_language_model(config.llm, config.allow_download, config.trust_remote_code)
         if (folder / TEMPLATE_FILE).is_file():
             tokenizer.chat_template = (folder / TEMPLATE_FILE).read_text()
@@ -151,7 +155,7 @@ class Assistant:
             modality: build_encoder(settings.encoder, config.allow_download, config.trust_remote_code)
             for modality, settings in config.modalities.items()
         }
-        model = MultimodalModel.build(config, llm, encoders)
+        model = MultimodalModel.build(config, prepare_for_serving(llm, config.llm.serving), encoders)
         load_connectors(model.connectors, folder / CONNECTORS_FILE)
         model.eval()
         return cls(model, tokenizer, config)
@@ -163,8 +167,10 @@ class Assistant:
             path: Target folder; replaced atomically, so a crash never leaves a half-written artifact.
             dtype: Store connector and LoRA weights in this dtype (e.g. ``torch.bfloat16``); default as trained.
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import load_file, save_file
 
+        if self.config.llm.serving != "eager":  # its LoRA is merged into the weights: saving would drop it
+            raise AssistantError(f"a serving copy ({self.config.llm.serving!r}) cannot be saved; load with serving='eager'")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
@@ -175,8 +181,6 @@ class Assistant:
             if hasattr(self.model.llm, "peft_config"):
                 self.model.llm.save_pretrained(str(staging / LORA_FOLDER))
                 if dtype is not None:  # PEFT writes the adapter as trained; store it in the requested dtype too
-                    from safetensors.torch import load_file
-
                     lora_file = staging / LORA_FOLDER / "adapter_model.safetensors"
                     lora = {k: v.to(dtype).contiguous() for k, v in load_file(str(lora_file)).items()}
                     save_file(lora, str(lora_file), metadata={"format": "pt"})
@@ -195,7 +199,8 @@ class Assistant:
 
     def describe(self) -> dict[str, str]:
         """What is loaded: encoder, connector and LLM per modality, for status lines and logs."""
-        info = {"llm": self.config.llm.model + (f" + LoRA r={self.config.llm.lora.r}" if self.config.llm.lora.r else "")}
+        llm = self.config.llm
+        info = {"llm": llm.model + (f" + LoRA r={llm.lora.r}" if llm.lora.r else "") + f" ({llm.serving} weights)"}
         for modality, encoder in self.model.encoders.items():
             info[f"{modality} encoder"] = encoder.description
             kind = self.config.modalities[modality].connector.kind

@@ -341,7 +341,7 @@ class BatchEngine:
             torch.set_num_threads(self.prefill_threads)
         try:
             logits = llm(
-                inputs_embeds=embeddings, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                inputs_embeds=embeddings, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                 logits_to_keep=torch.tensor([end - 1 for end in ends], device=device),
             ).logits  # (B, len(ends), V)
             logits = logits[torch.arange(len(group), device=device), torch.tensor([ends.index(n) for n in sizes], device=device)]
@@ -373,7 +373,7 @@ class BatchEngine:
                 self._join(sequence, layers)
 
     def _forward(self, cache: DynamicCache, **inputs) -> torch.Tensor:
-        return self.model.llm(past_key_values=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1]  # (B, V)
+        return self.model.llm(cache=cache, use_cache=True, logits_to_keep=1, **inputs).logits[:, -1]  # (B, V)
 
     def _sample(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
         """Pick the next token from ``logits`` (1, V) and hand it to the reader; True when the sequence

@@ -101,6 +101,8 @@ class ModalityConfig:
         return cls(EncoderConfig(kind=DEFAULT_AUDIO_ENCODER), ConnectorConfig(kind="stack", stack=8))
 
 
+SERVING_MODES = ("eager", "merged", "bf16", "int8")  # assistant.llm_serving
+
 @dataclass
 class LoraConfig:
     """LoRA on the LLM through peft; ``r == 0`` means no LoRA."""
@@ -129,8 +131,13 @@ class LLMConfig:
     quantize: str | None = field(default=None, metadata={"help": "None | 4bit | 8bit (bitsandbytes)"})
     lora: LoraConfig = field(default_factory=LoraConfig)
     max_context_tokens: int | None = field(default=None, metadata={"help": "context window (default: the model's)"})
+    serving: str = field(
+        default="eager", metadata={"help": "eager | merged | bf16 | int8: the weights chat decodes with (assistant.llm_serving)"}
+    )
 
     def __post_init__(self) -> None:
+        if self.serving not in SERVING_MODES:
+            raise AssistantError(f"llm serving {self.serving!r} is not one of {', '.join(SERVING_MODES)}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise AssistantError(f"llm dtype {self.dtype!r} is not float32, bfloat16 or float16")
         if self.quantize not in (None, "4bit", "8bit"):

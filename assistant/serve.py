@@ -19,6 +19,7 @@ import sys
 from typing import Any, Callable
 
 from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs
+from assistant.config import SERVING_MODES
 from assistant.errors import AssistantError
 from assistant.serving.config import ServerConfig
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", "--model", dest="adapter", help="adapter artifact folder (default: the built-in assistant)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--serving", choices=SERVING_MODES, default=None,
+                        help="LLM weights to decode with (assistant.llm_serving; default: the artifact's llm.serving)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="logging level")
     add_dataclass_arguments(parser, ServerConfig, skip=tuple(REPEATABLE))
     fields = {field.name: field for field in dataclasses.fields(ServerConfig)}
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None, resolve_plugins: Callable[[list[str]], l
         if config.plugins and resolve_plugins is None:
             raise AssistantError("--plugins needs the plugin registry: run `python launch_server.py` (./run.sh serve)")
         plugin_tools = resolve_plugins(config.plugins) if config.plugins else None
-        bot = Assistant.from_pretrained(args.adapter)
+        bot = Assistant.from_pretrained(args.adapter, serving=args.serving)
         app = create_app(bot, config, plugin_tools=plugin_tools)
     except AssistantError as error:
         logger.error("%s", error)

@@ -218,3 +218,14 @@ def test_a_last_turn_longer_than_the_context_is_an_error(fresh_assistant):
     fresh_assistant.context_window = 64
     with pytest.raises(AssistantError, match="last turn alone"):
         fresh_assistant.chat([user("The quick brown fox jumps over the lazy dog. " * 20)], max_new_tokens=8)
+
+
+def test_a_chat_turn_uses_no_argument_transformers_deprecates(fresh_assistant, caplog):
+    """The engine passes the KV cache as ``cache``: ``past_key_values`` warns on every forward (removal in 5.40)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh_assistant.chat([{"role": "user", "content": "hi"}], max_new_tokens=3)
+    said = [str(w.message) for w in caught] + [record.getMessage() for record in caplog.records]
+    assert not [text for text in said if "deprecated" in text.lower()], said

@@ -64,3 +64,4 @@ def test_uploads_a_plugin_reads_become_file_parts_and_others_are_refused(tmp_pat
         media_part(str(scan), 1.0)
     [message] = to_messages([], {"text": "report", "files": [str(scan)]}, file_types=(".dcm",))
     assert message["content"][0] == {"type": "file", "file": str(scan)}
+

@@ -21,7 +21,7 @@ logger = logging.getLogger("training.export")
 
 def merge_lora(adapter: str | Path, out: str | Path) -> Path:
     """Write a LoRA-free copy of ``adapter`` to ``out``; returns ``out``."""
-    assistant = Assistant.from_pretrained(adapter)
+    assistant = Assistant.from_pretrained(adapter, serving="eager")
     if assistant.config.llm.quantize:
         raise AssistantError("merging LoRA needs full-precision base weights: train or export with quantize=None")
     llm = assistant.model.llm

@@ -49,12 +49,14 @@ class TrainingError(RuntimeError):
 def build_assistant(config: TrainConfig) -> Assistant:
     """The assistant to train: from ``base`` if given, else fresh from ``config.model``."""
     if config.base:
-        assistant = Assistant.from_pretrained(config.base)
+        assistant = Assistant.from_pretrained(config.base, serving="eager")  # LoRA unmerged, full precision: trainable
         lora = config.model.llm.lora
         if config.stage == "instruct" and lora.r and not hasattr(assistant.model.llm, "peft_config"):
             assistant.model.llm = attach_lora(assistant.model.llm, lora)
             assistant.config.llm.lora = lora
         return assistant
+    if config.model.llm.serving != "eager":
+        raise TrainingError(f"model.llm.serving is {config.model.llm.serving!r}: a serving copy cannot be trained; use 'eager'")
     return Assistant.from_config(config.model, seed=config.optim.seed)
 
 

@@ -1,0 +1,77 @@
+"""A serving copy of the language model: LoRA merged into the weights, then the weights made smaller.
+
+Decoding one token of a small model reads every weight once, so on a CPU the bytes per token set the
+speed: SmolLM2-135M is about 540 MB in float32, 270 MB in bfloat16 and 135 MB in int8. The modes
+(``LLMConfig.serving``):
+
+- ``eager``: the model as loaded, peft's LoRA layers unmerged. Training uses it, and it is the reference
+  the other modes are measured against;
+- ``merged``: LoRA merged into the base weights (peft ``merge_and_unload``), same dtype: the same greedy
+  tokens up to float rounding, and no LoRA matmuls per layer;
+- ``bf16``: merged, then every weight in bfloat16;
+- ``int8``: merged, then torchao's int8 weight-only quantization of every linear layer (per-channel
+  scales; activations stay in float). The LM head shares its weight with the input embedding in
+  SmolLM2: it is untied first, so the head is quantized and the embedding, which a token reads one row
+  of and which media tokens are compared against, stays in full precision.
+
+A serving copy cannot be trained (``training`` loads with ``serving="eager"``). What each mode costs in
+accuracy and gains in speed: ``benchmarks/bench_decode.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from assistant.config import SERVING_MODES
+from assistant.errors import AssistantError
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_for_serving(llm: Any, mode: str) -> Any:
+    """``llm`` made ready to serve in ``mode`` (in place where possible; use the returned model).
+
+    Raises:
+        AssistantError: An unknown mode, a bitsandbytes-quantized model (already small; it cannot be merged
+            exactly), or ``int8`` without torchao installed.
+    """
+    if mode not in SERVING_MODES:
+        raise AssistantError(f"llm serving {mode!r} is not one of {', '.join(SERVING_MODES)}")
+    if mode == "eager":
+        return llm
+    if getattr(llm, "is_loaded_in_4bit", False) or getattr(llm, "is_loaded_in_8bit", False):
+        raise AssistantError(f"llm serving {mode!r} needs full-precision weights; this model is quantized with bitsandbytes")
+    if hasattr(llm, "merge_and_unload"):
+        llm = llm.merge_and_unload()
+        logger.info("merged LoRA into the serving copy of the LLM")
+    if mode == "bf16":
+        llm = llm.to(torch.bfloat16)
+    elif mode == "int8":
+        llm = _int8_weight_only(llm)
+    llm.eval()
+    for parameter in llm.parameters():
+        parameter.requires_grad_(False)
+    return llm
+
+
+def _int8_weight_only(llm: Any) -> Any:
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError:
+        raise AssistantError("llm serving 'int8' needs torchao: pip install torchao") from None
+    _untie_head(llm)
+    quantize_(llm, Int8WeightOnlyConfig(), filter_fn=lambda module, _: isinstance(module, nn.Linear))
+    logger.info("int8 weight-only (torchao) on every linear layer of the LLM, the LM head included")
+    return llm
+
+
+def _untie_head(llm: Any) -> None:
+    """Give the LM head its own copy of a weight it shares with the input embedding."""
+    head, embedding = llm.get_output_embeddings(), llm.get_input_embeddings()
+    if head is not None and embedding is not None and head.weight is embedding.weight:
+        head.weight = nn.Parameter(embedding.weight.detach().clone(), requires_grad=False)
+        llm.config.tie_word_embeddings = False

@@ -1,0 +1,115 @@
+"""Decode speed of the built-in default on this machine: each serving mode against plain transformers.
+
+One run, one process, the same prompt ids and the same number of greedy tokens everywhere:
+
+- transformers ``generate`` on the eager model (peft LoRA unmerged, float32);
+- our ``Assistant.chat`` with each serving mode of ``assistant.llm_serving`` (eager, merged, bf16, int8),
+  and whether its greedy text equals the eager one;
+- llama.cpp (``llama_cpp``) on the packaged GGUF file when it is importable (base weights: the GGUF has
+  no LoRA), else a line saying it was skipped.
+
+Prints medians over ``--repeats`` runs and ratios. Run: ``python benchmarks/bench_decode.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from assistant import Assistant  # noqa: E402
+from assistant.config import SERVING_MODES  # noqa: E402
+
+logger = logging.getLogger("bench_decode")
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a mysterious map."
+
+
+def ours(bot: Assistant, new_tokens: int, repeats: int) -> tuple[float, str]:
+    """Median tokens/s of ``Assistant.chat`` for ``new_tokens`` greedy tokens (no prefix reuse), and the text."""
+    messages = [{"role": "user", "content": PROMPT}]
+    speeds, text = [], ""
+    for _ in range(repeats):
+        bot.reset_cache()
+        before = bot.stats.generated_tokens
+        started = time.perf_counter()
+        text = bot.chat(messages, max_new_tokens=new_tokens)
+        speeds.append((bot.stats.generated_tokens - before) / (time.perf_counter() - started))
+    return statistics.median(speeds), text
+
+
+def transformers_generate(bot: Assistant, new_tokens: int, repeats: int) -> float:
+    ids = torch.tensor([bot.prepare([{"role": "user", "content": PROMPT}]).input_ids])
+    speeds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = bot.model.llm.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        speeds.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - started))
+    return statistics.median(speeds)
+
+
+def llama_cpp(bot: Assistant, new_tokens: int, repeats: int) -> float | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    from assistant.llm import resolve_source
+
+    gguf = resolve_source(bot.config.llm.model)
+    if not gguf.endswith(".gguf"):
+        return None
+    engine = Llama(model_path=gguf, n_ctx=1024, n_threads=torch.get_num_threads(), verbose=False)
+    ids = bot.prepare([{"role": "user", "content": PROMPT}]).input_ids
+    speeds = []
+    for _ in range(repeats):
+        engine.reset()
+        started = time.perf_counter()
+        count = 0
+        for _token in engine.generate(ids, temp=0.0, top_k=1):
+            count += 1
+            if count == new_tokens:
+                break
+        speeds.append(count / (time.perf_counter() - started))
+    return statistics.median(speeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=128, help="greedy tokens per run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per path (the median is printed)")
+    parser.add_argument("--modes", nargs="+", default=list(SERVING_MODES), choices=SERVING_MODES)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} greedy tokens, median of {args.repeats}")
+    eager = Assistant.from_pretrained(serving="eager")
+    baseline = transformers_generate(eager, args.tokens, args.repeats)
+    print(f"transformers generate (eager)      {baseline:7.1f} tok/s   1.00x")
+    reference = None
+    for mode in args.modes:
+        bot = eager if mode == "eager" else Assistant.from_pretrained(serving=mode)
+        speed, text = ours(bot, args.tokens, args.repeats)
+        reference = text if mode == "eager" else reference
+        same = "same text as eager" if text == reference else f"text differs from eager at char {_first_difference(text, reference)}"
+        print(f"Assistant.chat serving={mode:<7}     {speed:7.1f} tok/s  {speed / baseline:5.2f}x  {same}")
+        if bot is not eager:
+            del bot
+    engine = llama_cpp(eager, args.tokens, args.repeats)
+    if engine is None:
+        print("llama.cpp: skipped (llama_cpp is not importable or the LLM is not a GGUF file)")
+    else:
+        print(f"llama.cpp on the packaged GGUF     {engine:7.1f} tok/s  {engine / baseline:5.2f}x  (base weights, no LoRA)")
+
+
+def _first_difference(a: str, b: str | None) -> int:
+    b = b or ""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+if __name__ == "__main__":
+    main()
