@@ -30,6 +30,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from assistant import Assistant, AssistantConfig, AssistantError
+from assistant.config import SERVING_MODES
 from training.data.rows import load_rows, message_text, summarise
 from training.metrics import bleu4, normalise_answer
 from training.text_regression import TEXT_PROMPTS, has_key
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=None, help="evaluate only the first N rows")
     parser.add_argument("--skip-text-check", action="store_true", help="skip the text-only regression check")
     parser.add_argument("--out", help="write the full JSON report (with every answer) here")
+    parser.add_argument("--serving", choices=SERVING_MODES, default=None,
+                        help="vqa: the LLM weights to answer with (assistant.llm_serving; default: the adapter's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.task in ("audio", "transcription"):
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         parser.error("--data is required for --task vqa")
     try:
-        tuned = Assistant.from_pretrained(args.adapter)
+        tuned = Assistant.from_pretrained(args.adapter, serving=args.serving)
         rows, row_report = load_rows(args.data, args.data_root)
     except (AssistantError, FileNotFoundError, ValueError) as error:
         logger.error("%s", error)
