@@ -62,7 +62,7 @@ def _int8_weight_only(llm: Any) -> Any:
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError:
-        raise AssistantError("llm serving 'int8' needs torchao: pip install torchao") from None
+        raise AssistantError("llm serving 'int8' needs torchao: pip install 'multimodal-assistant[fast]' (or torchao)") from None
     _untie_head(llm)
     quantize_(llm, Int8WeightOnlyConfig(), filter_fn=lambda module, _: isinstance(module, nn.Linear))
     logger.info("int8 weight-only (torchao) on every linear layer of the LLM, the LM head included")

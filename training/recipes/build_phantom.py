@@ -60,7 +60,7 @@ def install(summary: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.build_phantom", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/phantom", help="working folder (data, stages, report)")
-    parser.add_argument("--train", type=int, default=3000, help="training studies (two rows each)")
+    parser.add_argument("--train", type=int, default=1200, help="training studies (two rows each)")
     parser.add_argument("--val", type=int, default=24, help="validation studies (scored at the end of each stage)")
     parser.add_argument("--test", type=int, default=200, help="held-out studies")
     parser.add_argument("--eval-studies", type=int, default=100, help="held-out and independent-check studies scored at the end")
