@@ -257,14 +257,17 @@ def test_a_remote_image_url_is_refused_unless_a_fetcher_is_given(chat, bot):
 
 
 def test_unsupported_input_and_options_raise_naming_the_problem(chat):
+    """A file block with bytes is an attachment for tools (the model reads a marker); one with only an id is refused."""
     pdf = HumanMessage([{"type": "file", "base64": "JVBERi0=", "mime_type": "application/pdf", "filename": "a.pdf"}])
-    with pytest.raises(AssistantError, match="unsupported content part type 'file'"):
-        chat.invoke([pdf])
+    assert chat.invoke([pdf], max_tokens=2).content is not None
+    by_id = HumanMessage([{"type": "file", "file_id": "file-abc"}])
+    with pytest.raises(AssistantError, match="keeps no uploaded files"):
+        chat.invoke([by_id])
 
     async def streamed():
-        return [chunk async for chunk in chat.astream([pdf])]
+        return [chunk async for chunk in chat.astream([by_id])]
 
-    with pytest.raises(AssistantError, match="unsupported content part type 'file'"):  # raised through the worker thread
+    with pytest.raises(AssistantError, match="keeps no uploaded files"):  # raised through the worker thread
         asyncio.run(streamed())
     with pytest.raises(AssistantError, match="max_new_tokens"):
         chat.invoke("Hello", max_tokens=0)
