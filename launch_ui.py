@@ -40,7 +40,7 @@ from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs  # noqa
 from assistant.config import SERVING_MODES  # noqa: E402
 from assistant.tools import ToolPolicy  # noqa: E402
 from assistant.tools.calls import ToolCall  # noqa: E402
-from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolResult  # noqa: E402
+from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolProgress, ToolResult  # noqa: E402
 from plugins import available_plugins  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,10 @@ class ChatHandlers:
                 elif isinstance(event, ToolConfirmation):
                     by_call[event.call.id].metadata["title"] = f"{TOOL_TITLE}{event.call.name} · awaiting approval"
                     approval = f"**{event.call.name}** wants to run with `{event.call.arguments_json()}`: Approve or Deny."
+                elif isinstance(event, ToolProgress):  # a long call (e.g. drawing a picture) says how far it is
+                    by_call[event.call.id].metadata["log"] = f"{event.note + ': ' if event.note else ''}{event.done}/{event.total}"
                 elif isinstance(event, ToolResult):
+                    by_call[event.call.id].metadata.pop("log", None)
                     shown += self._show_result(by_call[event.call.id], event, calls)
                     approval = NO_APPROVAL
                 yield shown, gr.skip(), approval

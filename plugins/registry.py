@@ -5,7 +5,7 @@ function-name rule of ``assistant.tools.spec.TOOL_NAME``), tools that cannot be 
 model, and a second tool under a name already taken:
 
 * the built-ins (``calculator``, ``caption_image``, ``transform_image``, ``save_note``, ``search_knowledge``,
-  ``transcribe_audio``);
+  ``transcribe_audio``, ``draft_medical_report``, ``generate_image``);
 * third-party packages declaring the entry-point group ``multimodal_assistant.plugins``; each entry
   point loads to a ``BaseTool``, a list of them, or a plain typed, documented function (wrapped with
   ``@plugin``); one that fails to load is logged and skipped, never fatal;
@@ -32,13 +32,14 @@ from plugins.image_tools import transform_image
 from plugins.notes import save_note
 from plugins.retrieval.tool import knowledge_tool
 from plugins.medical.tool import draft_medical_report
+from plugins.text_to_image.tool import generate_image
 from plugins.transcription import transcribe_audio
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multimodal_assistant.plugins"
 BUILTIN_PLUGINS: tuple[BaseTool, ...] = (calculator, caption_image, transform_image, save_note, knowledge_tool(), transcribe_audio,
-                                        draft_medical_report)
+                                        draft_medical_report, generate_image)
 
 _plugins: dict[str, BaseTool] = {}
 _lock = threading.RLock()

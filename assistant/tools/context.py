@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.tools import ToolException
 from PIL import Image
@@ -23,7 +23,7 @@ CONTEXT_ARGUMENT = "context"
 @dataclass
 class ToolContext:
     """The conversation's pictures and audio clips (oldest first, from user and tool turns), its attached
-    files, its user text, a cancel flag, the assistant."""
+    files, its user text, earlier tool results' text, a cancel flag, a progress callback, the assistant."""
 
     images: list[Image.Image] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -31,6 +31,13 @@ class ToolContext:
     audio: list[Any] = field(default_factory=list)  # ``assistant.audio.AudioClip``s, whole (not cut to the token budget)
     user_texts: list[str] = field(default_factory=list)  # the user messages' text as the model saw it (after text filters)
     files: list[Any] = field(default_factory=list)  # the user's attached files (paths or bytes, unread), oldest first
+    tool_texts: list[tuple[str, str]] = field(default_factory=list)  # (tool name, result text) of earlier calls, oldest first
+    progress: Callable[[int, int, str], None] | None = None  # set by the runner for each running call
+
+    def report(self, done: int, total: int, note: str = "") -> None:
+        """Tell the caller how far a long call is (``done`` of ``total``); shown as progress in a chat UI."""
+        if self.progress is not None:
+            self.progress(done, total, note)
 
     def file(self, index: int = -1) -> Any:
         """The ``index``-th attached file (negative counts from the latest); the model knows it as

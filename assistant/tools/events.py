@@ -1,7 +1,8 @@
 """Typed events a tool-aware stream yields, so call text never reaches the user as reply text.
 
 One generation step yields ``TextDelta``s and ``ToolCallEvent``s and ends with ``AssistantTurn``;
-the tool loop adds ``ToolConfirmation`` (a call waits for approval) and ``ToolResult`` per call.
+the tool loop adds ``ToolConfirmation`` (a call waits for approval), ``ToolProgress`` while a long call
+reports how far it is, and ``ToolResult`` per call.
 This module knows nothing about how events are produced.
 """
 
@@ -35,6 +36,16 @@ class ToolConfirmation:
 
 
 @dataclass
+class ToolProgress:
+    """A running call reported progress (``ToolContext.report``): ``done`` of ``total`` units, and a note."""
+
+    call: ToolCall
+    done: int
+    total: int
+    note: str = ""
+
+
+@dataclass
 class ToolResult:
     """A call ran (or was refused): ``message`` is the ``tool`` message appended to the conversation."""
 
@@ -59,4 +70,4 @@ class AssistantTurn:
     calls: list[ToolCall] = field(default_factory=list)  # the parsed calls, with any parse error kept
 
 
-Event = TextDelta | ToolCallEvent | ToolConfirmation | ToolResult | AssistantTurn
+Event = TextDelta | ToolCallEvent | ToolConfirmation | ToolProgress | ToolResult | AssistantTurn

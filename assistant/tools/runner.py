@@ -3,7 +3,8 @@
 For each call, in order: a call the model wrote badly, an unknown or schema-only tool, arguments that
 fail the tool's JSON schema, or a denied confirmation becomes an error result without running
 anything. The approved calls then run at once, each in its own daemon thread under its tool's
-timeout (a hung tool is abandoned, never waited for). A tool's exception, timeout, oversized text or
+timeout (a hung tool is abandoned, never waited for); while they run, what a tool reports through
+``ToolContext.report`` comes out as ``ToolProgress`` events. A tool's exception, timeout, oversized text or
 unreadable media comes back as a ``tool`` message whose text starts with ``error:``; the conversation
 goes on. This module knows nothing about prompts, tokens or the decode engine.
 """
@@ -11,12 +12,14 @@ goes on. This module knows nothing about prompts, tokens or the decode engine.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import jsonschema
 
@@ -25,12 +28,13 @@ from assistant.errors import AssistantError
 from assistant.media import load_image
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import CONTEXT_ARGUMENT, ToolContext
-from assistant.tools.events import ToolConfirmation, ToolResult
+from assistant.tools.events import ToolConfirmation, ToolProgress, ToolResult
 from assistant.tools.spec import ToolSpec
 
 logger = logging.getLogger(__name__)
 
 Confirm = Callable[[ToolCall], bool]  # True approves the call
+PROGRESS_POLL_S = 0.2  # how often a waiting runner passes on a running tool's progress
 
 
 @dataclass
@@ -41,6 +45,7 @@ class _Running:
     done: threading.Event = field(default_factory=threading.Event)
     output: Any = None
     error: BaseException | None = None
+    progress: collections.deque = field(default_factory=collections.deque)  # (done, total, note) not yet passed on
 
 
 class ToolRunner:
@@ -61,8 +66,9 @@ class ToolRunner:
         self.parallel = parallel
         self.media_budget: int | None = None  # media items the conversation may still take; set per round by the loop
 
-    def run(self, calls: list[ToolCall]) -> Iterator[ToolConfirmation | ToolResult]:
-        """Yield a ``ToolConfirmation`` before asking for approval, then one ``ToolResult`` per call, in call order."""
+    def run(self, calls: list[ToolCall]) -> Iterator[ToolConfirmation | ToolProgress | ToolResult]:
+        """Yield a ``ToolConfirmation`` before asking for approval, ``ToolProgress`` while calls run, then one
+        ``ToolResult`` per call, in call order."""
         results: dict[int, ToolResult] = {}
         approved: list[tuple[int, ToolCall, ToolSpec]] = []
         for index, call in enumerate(calls):
@@ -78,7 +84,7 @@ class ToolRunner:
         for batch in batches:
             running = [(index, self._start(call, spec)) for index, call, spec in batch]
             for index, job in running:
-                results[index] = self._finish(job)
+                results[index] = yield from self._finish(job)
         for index in range(len(calls)):
             yield results[index]
 
@@ -117,7 +123,8 @@ class ToolRunner:
         job = _Running(call, spec, time.perf_counter())
         arguments = dict(call.arguments)
         if CONTEXT_ARGUMENT in spec.tool.get_input_schema().model_fields and CONTEXT_ARGUMENT not in spec.parameters.get("properties", {}):
-            arguments[CONTEXT_ARGUMENT] = self.context
+            arguments[CONTEXT_ARGUMENT] = dataclasses.replace(
+                self.context, progress=lambda done, total, note="": job.progress.append((done, total, note)))
         payload = {"type": "tool_call", "id": call.id, "name": call.name, "args": arguments}
 
         def work() -> None:
@@ -135,9 +142,15 @@ class ToolRunner:
         threading.Thread(target=work, name=f"tool-{call.name}", daemon=True).start()
         return job
 
-    def _finish(self, job: _Running) -> ToolResult:
+    def _finish(self, job: _Running) -> Generator[ToolProgress, None, ToolResult]:
         timeout = job.spec.policy.timeout_s
-        if not job.done.wait(max(0.0, job.started + timeout - time.perf_counter())):
+        deadline = job.started + timeout
+        while not job.done.wait(min(PROGRESS_POLL_S, max(0.0, deadline - time.perf_counter()))):
+            yield from self._progress(job)
+            if time.perf_counter() >= deadline:
+                break
+        yield from self._progress(job)
+        if not job.done.is_set():
             logger.warning("tool %s did not finish within %.1f s; abandoned", job.call.name, timeout)
             return self._result(job.call, f"{job.call.name!r} did not finish within {timeout:g} s", False, job.started)
         if job.error is not None:
@@ -161,6 +174,12 @@ class ToolRunner:
         if self.media_budget is not None:
             self.media_budget -= len(media)
         return self._result(job.call, text, True, job.started, media)
+
+    @staticmethod
+    def _progress(job: _Running) -> Iterator[ToolProgress]:
+        while job.progress:
+            done, total, note = job.progress.popleft()
+            yield ToolProgress(job.call, done, total, note)
 
     def _media(self, artifact: Any) -> list[dict[str, Any]]:
         """Media parts of a tool's artifact, each decoded and checked like a user's upload."""

@@ -1,0 +1,208 @@
+"""The built-in text-to-image model: a small diffusers UNet that draws the scene domain in pixel space.
+
+No text-to-image model ships in any package, so the project trains this one (``training.text_to_image``).
+It works on pixels, not on an autoencoder's latents (none is packaged): the picture is folded into
+``patch`` x ``patch`` pixel cells (``pixel_unshuffle``), so a 128-pixel picture is a 16 x 16 grid of
+192-channel cells, and a ``diffusers.UNet2DConditionModel`` denoises that grid. The UNet predicts the
+clean picture (``prediction_type="sample"``): with large cells, predicting the noise does not train
+(Li and He, "Back to Basics: Let Denoising Generative Models Denoise", 2025). The prompt reaches the
+UNet's cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). Sampling is
+DDIM with classifier-free guidance: the unconditional branch is the empty prompt (dropped out in
+training) or the negative prompt.
+
+A saved model is a folder: ``unet/`` (diffusers, 16-bit safetensors), ``scheduler/`` and
+``scene_model.json`` (cell size, resolution, prompt length). It knows nothing about chat or plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from copy import deepcopy as copy_module
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from assistant.errors import AssistantError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "scene_model.json"
+DEFAULT_TEXT_ENCODER = "default"  # the packaged all-MiniLM-L6-v2
+
+
+@dataclass(frozen=True)
+class SceneModelConfig:
+    """The shape of a scene model; saved next to its UNet."""
+
+    resolution: int = field(default=128, metadata={"help": "picture side in pixels"})
+    patch: int = field(default=8, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
+    channels: tuple[int, ...] = field(default=(96, 192, 256), metadata={"help": "UNet block widths, one per level"})
+    text_tokens: int = field(default=32, metadata={"help": "prompt tokens the UNet attends to (longer prompts are an error)"})
+    text_encoder: str = field(default=DEFAULT_TEXT_ENCODER, metadata={"help": "sentence-transformers folder, or 'default'"})
+    default_steps: int = field(default=20, metadata={"help": "DDIM steps when a request gives none"})
+    default_guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance when a request gives none"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.resolution % self.patch or (self.resolution // self.patch) % 2 ** (len(self.channels) - 1):
+            raise AssistantError(f"resolution {self.resolution} must split into {self.patch}-pixel cells on a grid that halves "
+                                 f"{len(self.channels) - 1} times")
+
+    @property
+    def grid(self) -> int:
+        return self.resolution // self.patch
+
+    @property
+    def cell_channels(self) -> int:
+        return 3 * self.patch * self.patch
+
+
+def build_unet(config: SceneModelConfig, text_dim: int = 384) -> Any:
+    """A fresh UNet for ``config``: cross-attention on every level but the first."""
+    from diffusers import UNet2DConditionModel
+
+    levels = len(config.channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
+    up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(
+        sample_size=config.grid, in_channels=config.cell_channels, out_channels=config.cell_channels,
+        block_out_channels=config.channels, down_block_types=down, up_block_types=up, layers_per_block=1,
+        cross_attention_dim=text_dim, attention_head_dim=32, norm_num_groups=32,
+    )
+
+
+def build_scheduler() -> Any:
+    """The training noise schedule (cosine, 1000 steps, clean-picture prediction)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+                         clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)
+
+
+class PromptEncoder:
+    """MiniLM token states of prompts, padded to ``tokens`` with an attention mask."""
+
+    def __init__(self, model: str = DEFAULT_TEXT_ENCODER, tokens: int = 32, device: str = "cpu") -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from assistant.embedders import packaged_minilm_folder
+
+        folder = packaged_minilm_folder() if model == DEFAULT_TEXT_ENCODER else Path(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval().requires_grad_(False)
+        except (OSError, ValueError) as error:
+            raise AssistantError(f"cannot load the prompt encoder {model!r}: {error}") from None
+        self.tokens, self.device = tokens, device
+        self.dim = int(self.model.config.hidden_size)
+        self._lock = threading.Lock()
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(states, mask)``: (N, tokens, dim) float32 and (N, tokens) 1 for real tokens.
+
+        Raises:
+            AssistantError: A prompt is longer than ``tokens`` tokens.
+        """
+        for prompt in prompts:
+            if self.count_tokens(prompt) > self.tokens:
+                raise AssistantError(f"the prompt {prompt[:60]!r} is {self.count_tokens(prompt)} tokens; this model reads at most "
+                                     f"{self.tokens}. Shorten it.")
+        batch = self.tokenizer(prompts, padding="max_length", max_length=self.tokens, truncation=True, return_tensors="pt").to(self.device)
+        with self._lock:
+            states = self.model(**batch).last_hidden_state
+        return states.float(), batch["attention_mask"]
+
+
+class GenerationCancelled(AssistantError):
+    """The caller's cancel flag was set between two denoising steps."""
+
+
+class SceneModel:
+    """A trained scene model: UNet + scheduler + prompt encoder, and DDIM sampling."""
+
+    def __init__(self, unet: Any, scheduler: Any, config: SceneModelConfig, prompts: PromptEncoder | None = None) -> None:
+        self.unet, self.scheduler, self.config = unet, scheduler, config
+        self.prompts = prompts or PromptEncoder(config.text_encoder, config.text_tokens)
+        self._lock = threading.Lock()  # the scheduler keeps per-run state
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "SceneModel":
+        """Load a saved model (``save``'s layout).
+
+        Raises:
+            AssistantError: The folder is not a scene model or its files are broken.
+        """
+        from diffusers import DDIMScheduler, UNet2DConditionModel
+
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file():
+            raise AssistantError(f"{folder} is not a scene model: it has no {CONFIG_FILE}")
+        try:
+            config = SceneModelConfig(**json.loads((folder / CONFIG_FILE).read_text()))
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, use_safetensors=True)
+            scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        except (OSError, ValueError, TypeError, json.JSONDecodeError) as error:
+            raise AssistantError(f"cannot load the scene model in {folder}: {error}") from None
+        return cls(unet.to(device).eval(), scheduler, config, PromptEncoder(config.text_encoder, config.text_tokens, device))
+
+    def save(self, folder: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        """Write the model (UNet weights in ``dtype``) to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = copy_module(self.unet)
+        (copy.half() if dtype == torch.float16 else copy.bfloat16() if dtype == torch.bfloat16 else copy.float()).save_pretrained(
+            folder / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction for ``noisy`` pictures (N, 3, R, R) in [-1, 1], in picture space."""
+        cells = F.pixel_unshuffle(noisy, self.config.patch)
+        dtype = next(self.unet.parameters()).dtype
+        out = self.unet(cells.to(dtype), timesteps, encoder_hidden_states=states.to(dtype), encoder_attention_mask=mask).sample
+        return F.pixel_shuffle(out.float(), self.config.patch)
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: str, negative_prompt: str = "", steps: int | None = None, guidance: float | None = None,
+        images: int = 1, seed: int = 0, on_step: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Image.Image]:
+        """``images`` pictures of ``prompt`` at the model's resolution; ``on_step(done, total)`` after each step.
+
+        Raises:
+            GenerationCancelled: ``cancel`` was set between two steps.
+            AssistantError: The prompt is too long.
+        """
+        steps = steps or self.config.default_steps
+        guidance = self.config.default_guidance if guidance is None else guidance
+        states, mask = self.prompts([prompt] * images + [negative_prompt] * images)
+        device = next(self.unet.parameters()).device
+        states, mask = states.to(device), mask.to(device)
+        side = self.config.resolution
+        generator = torch.Generator("cpu").manual_seed(seed)
+        sample = torch.randn((images, 3, side, side), generator=generator).to(device)
+        with self._lock:
+            self.scheduler.set_timesteps(steps)
+            timesteps = list(self.scheduler.timesteps)
+            for index, timestep in enumerate(timesteps):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled(f"generation cancelled after {index} of {len(timesteps)} steps")
+                both = self.denoise(torch.cat([sample, sample]), timestep.expand(2 * images).to(device), states, mask)
+                conditional, unconditional = both.chunk(2)
+                predicted = unconditional + guidance * (conditional - unconditional)
+                sample = self.scheduler.step(predicted, timestep, sample).prev_sample
+                if on_step is not None:
+                    on_step(index + 1, len(timesteps))
+        pixels = ((sample.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(picture) for picture in pixels]
