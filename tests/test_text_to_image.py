@@ -126,7 +126,7 @@ def test_a_scene_model_is_cancelled_between_steps_and_reports_progress(scene_fol
 
 
 def test_a_prompt_longer_than_the_prompt_encoder_reads_is_refused(scene_folder):
-    with pytest.raises(AssistantError, match="at most 32"):
+    with pytest.raises(AssistantError, match="at most 48"):
         SceneEngine(scene_folder).generate(ImageRequest(" ".join(["red circle"] * 40)))
 
 
@@ -232,3 +232,29 @@ def test_the_builtin_engine_is_loaded_by_default_and_a_scene_folder_by_path(scen
     with pytest.raises(AssistantError, match="build it with"):
         engines.load_engine(TextToImageConfig())
     engines._load.cache_clear()
+
+
+def test_the_limits_come_from_the_environment_and_bad_values_are_named(monkeypatch):
+    monkeypatch.setenv("MMA_TEXT_TO_IMAGE_MAX_STEPS", "10")
+    monkeypatch.setenv("MMA_TEXT_TO_IMAGE_MODEL", "some/model")
+    config = TextToImageConfig.from_env()
+    assert (config.max_steps, config.model, config.max_images) == (10, "some/model", 4)
+    with pytest.raises(AssistantError, match="steps must be 1-10"):
+        ImageRequest("a red circle", steps=11).checked(config)
+    monkeypatch.setenv("MMA_TEXT_TO_IMAGE_MAX_TRIES", "many")
+    with pytest.raises(AssistantError, match="MMA_TEXT_TO_IMAGE_MAX_TRIES='many' is not a int"):
+        TextToImageConfig.from_env()
+    monkeypatch.setenv("MMA_TEXT_TO_IMAGE_MAX_TRIES", "0")
+    with pytest.raises(AssistantError, match="max_tries must be a positive integer"):
+        TextToImageConfig.from_env()
+
+
+def test_the_command_line_draws_and_writes_the_pictures(scene_folder, tmp_path, capsys):
+    from plugins.text_to_image.__main__ import main
+
+    engines._load.cache_clear()
+    assert main(["a red circle", "--model", str(scene_folder), "--images", "2", "--out", str(tmp_path / "pic.png")]) == 0
+    assert Image.open(tmp_path / "pic_1.png").size == (32, 32) and (tmp_path / "pic_2.png").is_file()
+    assert "pic_1.png: 32x32" in capsys.readouterr().out
+    assert main(["a red circle", "--model", str(scene_folder), "--steps", "99"]) == 2
+    assert "steps must be 1-50" in capsys.readouterr().err

@@ -4,17 +4,17 @@ parallel calls, timeouts, errors, confirmation, max_steps, forbidden calls and t
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
-from langchain_core.tools import StructuredTool, tool
+from langchain_core.tools import InjectedToolArg, StructuredTool, tool
 from PIL import Image
 
 from assistant import Assistant
 from assistant.config import MediaConfig
 from assistant.tools import ToolContext, ToolPolicy, tool_spec
 from assistant.tools.calls import ToolCall
-from assistant.tools.events import AssistantTurn, ToolConfirmation, ToolResult
+from assistant.tools.events import AssistantTurn, ToolConfirmation, ToolProgress, ToolResult
 from assistant.tools.loop import run_loop
 from assistant.tools.runner import ToolRunner
 
@@ -286,3 +286,25 @@ def test_pictures_beyond_the_conversation_limit_are_left_out_and_the_exchange_go
     assert [part["type"] for part in result] == ["text", "image", "image", "image"]  # 1 in the question + 3 = the limit
     assert "3 more picture(s) not shown" in result[0]["text"]
     assert new[-1]["role"] == "assistant" and "tool_calls" not in new[-1]  # the answer step ran within the limit
+
+
+def test_a_tool_sees_earlier_tool_results_and_its_progress_comes_out_of_the_loop():
+    seen = []
+
+    @tool(parse_docstring=True)
+    def step(word: str, context: Annotated[ToolContext, InjectedToolArg] = None) -> str:
+        """Do one step.
+
+        Args:
+            word: The word.
+        """
+        seen.append(list(context.tool_texts))
+        context.report(1, 2, f"half of {word}")
+        return f"did {word}"
+
+    scripted = ScriptedAssistant([[ToolCall("step", {"word": "a"})], [ToolCall("step", {"word": "b"})]])
+    events = list(run_loop(scripted, QUESTION, [step]))
+    assert seen == [[], [("step", "did a")]]  # the second call sees the first one's result
+    progress = [(event.call.arguments["word"], event.done, event.total, event.note) for event in events if isinstance(event, ToolProgress)]
+    assert progress == [("a", 1, 2, "half of a"), ("b", 1, 2, "half of b")]
+    assert [isinstance(event, ToolResult) for event in events].count(True) == 2

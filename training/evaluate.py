@@ -7,6 +7,7 @@ retrieval and captioning plugins' models (``training.retrieval_eval``).
     python -m training.evaluate --task captions [--adapter DIR | --captioner MODEL]     # BLEU-4 and CIDEr
     python -m training.evaluate --task audio --data runs/default/data [--adapter DIR]  # spoken vs typed, sounds
     python -m training.evaluate --task transcription                                    # transcribe_audio WER
+    python -m training.evaluate --task text_to_image [--model DIR]                      # GenEval-style picture checks
 
 Every assistant turn of every row is answered by the ``Assistant`` (greedy, earlier turns given as
 gold history) and scored: accuracy per question type (normalised exact match), overall VQA accuracy
@@ -120,11 +121,20 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--task")
+    known, rest = first.parse_known_args(argv)
+    if known.task == "text_to_image":  # its own options: training.text_to_image_eval
+        from training.text_to_image_eval import main as text_to_image
+
+        text_to_image(rest)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions", "audio", "transcription", "phantom"],
+    parser.add_argument("--task", choices=["vqa", "retrieval", "documents", "captions", "audio", "transcription", "phantom", "text_to_image"],
                         default="vqa", help="vqa: answer --data rows (default); retrieval, documents, captions: see training.retrieval_eval; "
                              "audio (--data: the recipe's data folder), transcription: see training.audio_eval; phantom (--data: "
-                             "a training.data.phantom_rows folder; --adapter default: the shipped phantom adapter): training.phantom_eval")
+                             "a training.data.phantom_rows folder; --adapter default: the shipped phantom adapter): training.phantom_eval; "
+                             "text_to_image: training.text_to_image_eval (its own options)")
     parser.add_argument("--adapter", help="adapter artifact folder (default: the built-in default)")
     parser.add_argument("--data", help="rows: LLaVA .json/.jsonl or messages .jsonl (task vqa)")
     parser.add_argument("--scenes", type=int, default=None, help="scenes per split (retrieval: 1000, captions: 200)")

@@ -2,21 +2,24 @@
 
 The checker is written apart from the scene generator (``training/data/scene_*``) and shares no code
 with it, only the domain's vocabulary and palette: it labels every pixel with the nearest palette
-colour (or the background, estimated from the picture's border), splits each colour's pixels into
-connected blobs (scipy), and names a blob's shape from its geometry alone:
+colour or the background (estimated from the picture's border), splits each colour's pixels into
+connected blobs (scipy), keeps the blobs that hold pixels of that very colour (a blurred or blended
+edge of another colour holds none), and names a blob's shape from its geometry alone:
 
 - ``square``: the blob fills its bounding box;
 - ``star``: the blob fills far less than its convex hull (the notches between the points);
 - ``triangle``: the rows widen from top to bottom (apex up, as the domain draws them);
 - ``circle``: what is left (convex, symmetric, about pi/4 of its box).
 
-Size is the blob's longer side against the picture (small up to 13%, large above), position the
+Size is the blob's longer side (or the side its area implies for its shape, if larger) against the
+picture (small up to 13%, large above), position the
 nearest of the five region centres. ``check(prompt, picture)`` parses a prompt of the domain's words
 (``parse_prompt``) and says which of its requirements the picture meets. It knows nothing about models.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -35,8 +38,9 @@ POSITION_WORDS = {"left": "left", "right": "right", "top": "top", "bottom": "bot
 NUMBER_WORDS = {"no": 0, "zero": 0, "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 SYNONYMS = {"colour": "", "color": "", "big": "large", "tiny": "small", "little": "small", "grey": "black", "violet": "purple",
             "ball": "circle", "disc": "circle", "disk": "circle", "box": "square", "rectangle": "square"}
+SHAPE_FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5, "star": 0.33}  # area / box of the ideal shapes
 LARGE_SIDE = 0.133  # longer side / picture side: the domain's small shapes are 8-11%, large ones 15.5-19%
-MATCH_DISTANCE = 110.0  # a pixel further than this (RGB) from every palette colour is background
+MATCH_DISTANCE = 70.0  # a pixel further than this (RGB) from every palette colour is background or a blended edge
 MIN_AREA_SHARE = 0.0015  # blobs smaller than this share of the picture are noise
 
 
@@ -142,14 +146,15 @@ def _background(pixels: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def _labels(pixels: np.ndarray) -> np.ndarray:
-    """Per pixel: the index of the nearest palette colour, or -1 for background."""
+def _labels(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the index of the nearest of the palette colours and the background (the background is
+    ``len(PALETTE)``), and whether the pixel is that palette colour itself (within ``MATCH_DISTANCE``)."""
     colours = np.asarray(list(PALETTE.values()), dtype=np.float32)
     candidates = np.concatenate([colours, _background(pixels)[None]], axis=0)
     distance = np.linalg.norm(pixels[:, :, None, :] - candidates[None, None], axis=-1)
     nearest = distance.argmin(axis=-1)
-    labels = np.where((nearest < len(colours)) & (distance.min(axis=-1) <= MATCH_DISTANCE), nearest, -1)
-    return labels
+    core = (nearest < len(colours)) & (distance.min(axis=-1) <= MATCH_DISTANCE)
+    return nearest, core
 
 
 def _shape_of(mask: np.ndarray) -> str:
@@ -173,7 +178,7 @@ def _shape_of(mask: np.ndarray) -> str:
         return "star"
     third = max(1, height // 3)
     top, bottom = rows[:third].mean(), rows[-third:].mean()
-    if bottom > 1.8 * top and rows[-1] >= 0.75 * width:
+    if bottom > 1.8 * top and rows[-2:].max() >= 0.6 * width:
         return "triangle"
     return "circle"
 
@@ -184,19 +189,23 @@ def find_objects(picture: Image.Image) -> list[FoundObject]:
 
     pixels = np.asarray(picture.convert("RGB"), dtype=np.float32)
     side = min(pixels.shape[:2])
-    labels = _labels(pixels)
+    nearest, core = _labels(pixels)
     found = []
     for index, colour in enumerate(PALETTE):
-        blobs, count = ndimage.label(labels == index)
+        # A blob is the pixels nearer this colour than any other and the background (a soft edge up to its
+        # middle), kept only when it holds pixels of the colour itself: blended fringes of another colour have none.
+        blobs, count = ndimage.label(nearest == index)
         for number, box in enumerate(ndimage.find_objects(blobs), start=1):
             mask = blobs[box] == number
-            if mask.sum() < max(4, MIN_AREA_SHARE * pixels.shape[0] * pixels.shape[1]):
+            if mask.sum() < max(4, MIN_AREA_SHARE * pixels.shape[0] * pixels.shape[1]) or (core[box] & mask).sum() < 4:
                 continue
             top, bottom, left, right = box[0].start, box[0].stop, box[1].start, box[1].stop
-            longer = max(bottom - top, right - left) / side
+            shape = _shape_of(mask)
+            # the side from the area as well as the box: a soft picture loses a star's thin points, not its body
+            longer = max(bottom - top, right - left, (mask.sum() / SHAPE_FILL[shape]) ** 0.5) / side
             cx, cy = (left + right) / 2 / pixels.shape[1], (top + bottom) / 2 / pixels.shape[0]
             position = min(REGION_CENTRES, key=lambda name: (REGION_CENTRES[name][0] - cx) ** 2 + (REGION_CENTRES[name][1] - cy) ** 2)
-            found.append(FoundObject(colour, _shape_of(mask), "large" if longer > LARGE_SIDE else "small", position,
+            found.append(FoundObject(colour, shape, "large" if longer > LARGE_SIDE else "small", position,
                                      (left, top, right, bottom)))
     return sorted(found, key=lambda obj: -(obj.box[2] - obj.box[0]) * (obj.box[3] - obj.box[1]))
 

@@ -14,6 +14,7 @@ chat, tools or checking pictures.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ from plugins.text_to_image.scene_model import GenerationCancelled, SceneModel
 
 logger = logging.getLogger(__name__)
 
-MODEL_VARIABLE = "MMA_TEXT_TO_IMAGE_MODEL"
+ENV_PREFIX = "MMA_TEXT_TO_IMAGE_"  # MMA_TEXT_TO_IMAGE_MODEL, MMA_TEXT_TO_IMAGE_MAX_STEPS, ...
 DEFAULT_MODEL = "default"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "scene_model"
 OnStep = Callable[[int, int], None]
@@ -56,8 +57,23 @@ class TextToImageConfig:
 
     @classmethod
     def from_env(cls) -> "TextToImageConfig":
-        """The config with ``model`` from ``$MMA_TEXT_TO_IMAGE_MODEL`` when set."""
-        return cls(model=os.environ.get(MODEL_VARIABLE) or DEFAULT_MODEL)
+        """The config with each field from ``$MMA_TEXT_TO_IMAGE_<FIELD>`` where set (``MMA_TEXT_TO_IMAGE_MODEL``,
+        ``MMA_TEXT_TO_IMAGE_MAX_STEPS``, ...).
+
+        Raises:
+            AssistantError: A variable's value is not of its field's type.
+        """
+        values: dict[str, Any] = {}
+        for item in dataclasses.fields(cls):
+            raw = os.environ.get(f"{ENV_PREFIX}{item.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = type(getattr(cls(), item.name))
+            try:
+                values[item.name] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+            except ValueError:
+                raise AssistantError(f"${ENV_PREFIX}{item.name.upper()}={raw!r} is not a {kind.__name__}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ class SceneModelConfig:
 
     resolution: int = field(default=128, metadata={"help": "picture side in pixels"})
     patch: int = field(default=8, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
-    channels: tuple[int, ...] = field(default=(96, 192, 256), metadata={"help": "UNet block widths, one per level"})
-    text_tokens: int = field(default=32, metadata={"help": "prompt tokens the UNet attends to (longer prompts are an error)"})
+    channels: tuple[int, ...] = field(default=(64, 128, 192), metadata={"help": "UNet block widths, one per level"})
+    text_tokens: int = field(default=48, metadata={"help": "prompt tokens the UNet attends to (longer prompts are an error)"})
     text_encoder: str = field(default=DEFAULT_TEXT_ENCODER, metadata={"help": "sentence-transformers folder, or 'default'"})
     default_steps: int = field(default=20, metadata={"help": "DDIM steps when a request gives none"})
     default_guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance when a request gives none"})
@@ -88,7 +88,7 @@ def build_scheduler() -> Any:
 class PromptEncoder:
     """MiniLM token states of prompts, padded to ``tokens`` with an attention mask."""
 
-    def __init__(self, model: str = DEFAULT_TEXT_ENCODER, tokens: int = 32, device: str = "cpu") -> None:
+    def __init__(self, model: str = DEFAULT_TEXT_ENCODER, tokens: int = 48, device: str = "cpu") -> None:
         from transformers import AutoModel, AutoTokenizer
 
         from assistant.embedders import packaged_minilm_folder

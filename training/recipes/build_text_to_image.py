@@ -3,6 +3,7 @@
     python -m training.recipes.build_text_to_image [--out runs/t2i] [--steps N] [--install]
 
 1. ``training.text_to_image``: the UNet learns generated scenes from their prompts (fresh scenes every step);
+   the guidance scale is then chosen on 40 validation prompts (first try, their own seed);
 2. ``training.text_to_image_eval``: GenEval-style scores on held-out prompts and independently worded ones,
    judged by the plugin's scene checker, without and with self-checking retries; a sample sheet
    (``samples.png``: prompts and pictures);
@@ -19,12 +20,15 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 logger = logging.getLogger("training.recipes.build_text_to_image")
 SHIPPED = Path(__file__).resolve().parents[2] / "plugins" / "text_to_image" / "scene_model"
+GUIDANCE_CANDIDATES = (1.5, 3.0, 5.0)
+VALIDATION_SEED = 2  # the held-out prompts use seed 1
 SAMPLE_PROMPTS = ("a large red circle", "a blue square on the left", "a yellow star and a green triangle", "three circles")
 
 
@@ -44,6 +48,28 @@ def sample_sheet(model_folder: Path, path: Path) -> None:
     sheet.save(path)
 
 
+def choose_guidance(model_folder: Path, candidates: tuple[float, ...] = GUIDANCE_CANDIDATES, per_category: int = 10) -> dict:
+    """Score each guidance scale on validation prompts (their own seed, not the held-out ones), first try only,
+    and write the best into the model's config as its default."""
+    from plugins.text_to_image.scene_model import CONFIG_FILE
+    from plugins.text_to_image.engine import SceneEngine
+    from training.text_to_image_eval import CATEGORIES, heldout_prompts, score
+
+    engine = SceneEngine(model_folder)
+    prompts = heldout_prompts(per_category, seed=VALIDATION_SEED)
+    scores = {}
+    for guidance in candidates:
+        engine.model.config = replace(engine.model.config, default_guidance=guidance)
+        report = score(engine, prompts, tries=1)
+        scores[guidance] = round(sum(report[category]["first_try"] for category in CATEGORIES) / len(CATEGORIES), 4)
+    best = max(scores, key=scores.get)
+    config = json.loads((model_folder / CONFIG_FILE).read_text())
+    config["default_guidance"] = best
+    (model_folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    logger.info("guidance on %d validation prompts: %s; default set to %s", len(prompts), scores, best)
+    return {"validation_scores": {str(key): value for key, value in scores.items()}, "chosen": best}
+
+
 def model_card(summary: dict) -> str:
     from training.text_to_image_eval import format_report
 
@@ -54,8 +80,8 @@ def model_card(summary: dict) -> str:
 A diffusers `UNet2DConditionModel` ({train['parameters'] / 1e6:.1f} M parameters, stored in 16-bit) that draws
 {train['model_config']['resolution']}x{train['model_config']['resolution']} pictures in pixel space, folded into
 {train['model_config']['patch']}-pixel cells, conditioned on the token states of the packaged all-MiniLM-L6-v2
-(frozen), sampled with DDIM ({train['model_config']['default_steps']} steps, guidance
-{train['model_config']['default_guidance']}). Trained from scratch by `python -m training.recipes.build_text_to_image`
+(frozen), sampled with DDIM ({train['model_config']['default_steps']} steps, guidance {summary['guidance']['chosen']}, chosen on
+validation prompts: {summary['guidance']['validation_scores']}). Trained from scratch by `python -m training.recipes.build_text_to_image`
 in {train['train_time_s'] / 60:.1f} minutes on a 2-core CPU ({train['steps']} steps of {train['batch_size']} fresh
 scenes).
 
@@ -96,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         train_report = train(TextToImageTrainConfig(out=str(out), **({"steps": args.steps} if args.steps else {})))
         logger.info("training wall time: %.1f min", (time.perf_counter() - started) / 60)
+        guidance = choose_guidance(out / "model")
         report = evaluate(["--model", str(out / "model"), "--per-category", str(args.per_category), "--out", str(out / "eval_report.json")])
         for part in ("held_out", "independent"):
             report[part].pop("answers", None)
         sample_sheet(out / "model", out / "samples.png")
-        summary_path.write_text(json.dumps({"train": train_report, "eval": report}, indent=2) + "\n")
+        summary_path.write_text(json.dumps({"train": train_report, "guidance": guidance, "eval": report}, indent=2) + "\n")
     if args.install or args.install_only:
         if not summary_path.is_file():
             parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
