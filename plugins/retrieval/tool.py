@@ -35,7 +35,6 @@ from plugins.retrieval.store import Hit, KnowledgeBase
 KNOWLEDGE_DIR_VARIABLE = "MMA_KNOWLEDGE_DIR"
 DEFAULT_KNOWLEDGE_DIR = Path("~/.local/share/multimodal-assistant/knowledge")
 MAX_RESULTS = 10
-MAX_QUERY_CHARS = 200  # the schema bounds the query, so a forced call always closes within a short token budget
 
 
 def knowledge_dir() -> Path:
@@ -82,7 +81,7 @@ def knowledge_tool(knowledge: KnowledgeBase | None = None, name: str = "search_k
             return opened[str(folder)][1]
 
     def search_knowledge(
-        query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)],
+        query: str,
         k: Annotated[int, Field(ge=1, le=MAX_RESULTS)] = 4,
         kind: Literal["any", "text", "picture"] = "any",
     ) -> tuple[str, list[dict[str, Any]]]:
