@@ -179,9 +179,9 @@ def attached_files(messages: list[dict[str, Any]]) -> list[Any]:
             for part in message["content"] if isinstance(part, dict) and part.get("type") == FILE_TYPE]
 
 
-def _user_text_parts(message: Any) -> list[str]:
-    """The text of one user message: its string content or its text parts ([] for other roles)."""
-    if not isinstance(message, dict) or message.get("role") != "user":
+def _text_parts(message: Any, role: str = "user") -> list[str]:
+    """The text of one ``role`` message: its string content or its text parts ([] for other roles)."""
+    if not isinstance(message, dict) or message.get("role") != role:
         return []
     content = message.get("content")
     if isinstance(content, str):
@@ -192,7 +192,13 @@ def _user_text_parts(message: Any) -> list[str]:
 
 def user_texts(messages: list[dict[str, Any]]) -> list[str]:
     """Every user message's text, in order."""
-    return [text for message in messages for text in _user_text_parts(message)]
+    return [text for message in messages for text in _text_parts(message)]
+
+
+def tool_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(tool name, text)`` of every tool message, in order."""
+    return [(str(message.get("name") or ""), "\n".join(_text_parts(message, "tool")))
+            for message in messages if isinstance(message, dict) and message.get("role") == "tool"]
 
 
 def filter_user_text(messages: list[dict[str, Any]], filters: list[Callable[[str], str]]) -> list[dict[str, Any]]:

@@ -70,7 +70,7 @@ class TextToImageTrainConfig:
             raise AssistantError(f"channels must be comma-separated integers, got {self.channels!r}") from None
 
 
-def _object_phrase(obj, rng: random.Random, size: bool, position: bool) -> str:
+def _object_phrase(obj, size: bool, position: bool) -> str:
     words = " ".join(word for word in ((obj.size if size else ""), obj.colour, obj.shape) if word)
     text = f"{article(words)} {words}"
     return f"{text} {POSITION_PHRASES[obj.position]}" if position else text
@@ -86,7 +86,7 @@ def scene_prompt(scene: Scene, rng: random.Random) -> str:
         return f"{text} {POSITION_PHRASES[regions.pop()]}" if len(regions) == 1 and rng.random() < 0.5 else text
     rng.shuffle(objects)
     size, position = rng.random() < 0.6, rng.random() < 0.6
-    phrases = [_object_phrase(obj, rng, size, position) for obj in objects]
+    phrases = [_object_phrase(obj, size, position) for obj in objects]
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 

@@ -14,7 +14,7 @@ import threading
 from typing import Any, Iterator
 
 from assistant.errors import AssistantError
-from assistant.messages import MEDIA_TYPES, attached_files, filter_user_text, user_texts
+from assistant.messages import MEDIA_TYPES, attached_files, filter_user_text, tool_texts, user_texts
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
 from assistant.tools.events import AssistantTurn, Event, ToolResult
@@ -70,7 +70,7 @@ def run_loop(
         context.images, context.audio = _media(assistant, conversation[:-1])  # what the model saw when it made the calls
         context.user_texts = user_texts(conversation)
         context.files = attached_files(conversation)
-        context.tool_texts = _tool_texts(conversation[:-1])
+        context.tool_texts = tool_texts(conversation[:-1])
         runner.media_budget = assistant.config.media.max_items_per_request - _media_items(conversation)
         for event in runner.run(calls):
             if isinstance(event, ToolResult):
@@ -107,14 +107,3 @@ def _media(assistant: Any, conversation: list[dict[str, Any]]) -> tuple[list[Any
     pictures = [frame.image for item in items if item.modality == "image" for frame in item.frames]
     return pictures, [item.frames[0] for item in items if item.modality == "audio"]
 
-
-def _tool_texts(conversation: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(tool name, text)`` of each tool message in the conversation, oldest first."""
-    texts = []
-    for message in conversation:
-        if isinstance(message, dict) and message.get("role") == "tool":
-            content = message.get("content")
-            text = content if isinstance(content, str) else "\n".join(
-                part.get("text", "") for part in content or [] if isinstance(part, dict) and part.get("type") == "text")
-            texts.append((str(message.get("name") or ""), text))
-    return texts

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = TextToImageConfig.from_env()
     if args.model:
-        config = TextToImageConfig(**{**config.__dict__, "model": args.model})
+        config = dataclasses.replace(config, model=args.model)
     bar = tqdm(unit="step", desc="drawing")
 
     def report(done: int, total: int, note: str = "") -> None:

@@ -272,12 +272,13 @@ def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
     install_adapter(out / "instruct" / "adapter", SHIPPED, lambda: model_card(summary, args), keep=("image_head",))
 
 
-def install_adapter(source: Path, target: Path, card: Callable[[], str], keep: tuple[str, ...] = ()) -> None:
-    """Replace ``target`` by a copy of the adapter in ``source`` with ``card()`` as its MODEL_CARD.md (written only
-    once the adapter is found), keeping the ``keep`` entries of the old ``target``; ``target`` is replaced only once
-    the new folder is complete."""
-    if not (source / "assistant_config.json").is_file():
-        raise SystemExit(f"{source} holds no adapter: nothing installed")
+def install_adapter(source: Path, target: Path, card: Callable[[], str], keep: tuple[str, ...] = (),
+                    marker: str = "assistant_config.json", what: str = "adapter") -> None:
+    """Replace ``target`` by a copy of the adapter (or other model folder, recognised by its ``marker`` file) in
+    ``source`` with ``card()`` as its MODEL_CARD.md (written only once the folder is found), keeping the ``keep``
+    entries of the old ``target``; ``target`` is replaced only once the new folder is complete."""
+    if not (source / marker).is_file():
+        raise SystemExit(f"{source} holds no {what} ({marker} is missing): nothing installed")
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -131,14 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.install or args.install_only:
         if not summary_path.is_file():
             parser.error(f"{summary_path} does not exist: run the recipe with --out {out} first")
+        from plugins.text_to_image.scene_model import CONFIG_FILE
+        from training.recipes.build_default import install_adapter
+
         summary = json.loads(summary_path.read_text())
-        staging = SHIPPED.with_name(SHIPPED.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(out / "model", staging)
-        (staging / "MODEL_CARD.md").write_text(model_card(summary))
-        shutil.rmtree(SHIPPED, ignore_errors=True)
-        staging.rename(SHIPPED)
-        logger.info("installed %s into %s", out / "model", SHIPPED)
+        install_adapter(out / "model", SHIPPED, lambda: model_card(summary), marker=CONFIG_FILE, what="scene model")
     return 0
 
 
