@@ -20,6 +20,11 @@ install_python() {
   # torch first and pinned: on the project's CPU machines this is a local CPU wheel.
   "$PY" -m pip install --quiet "torch==2.13.0"
   "$PY" -m pip install --quiet -e ".[test]"
+  # llama.cpp decodes the default ~7x faster than PyTorch here (assistant.llama_cpp_engine). It builds from source
+  # (~8 min on 2 cores); without it the default decodes with PyTorch. AMX off: a native build with it crashed here.
+  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF}" \
+    "$PY" -m pip install --quiet -e ".[llama]" \
+    || echo "[run.sh] llama-cpp-python did not build: the default decodes with PyTorch (serving 'auto')" >&2
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 }

@@ -1,12 +1,12 @@
 """``Assistant``: the Python API for multi-turn multimodal chat, and the one adapter artifact.
 
 It validates a conversation, loads its media, builds the prompt through the chat template, fetches
-encoder features (from the content-hash cache when seen before), and streams text from the decode
-engine (``assistant.batching``), which decodes concurrent requests together and starts each from the
-longest KV prefix it has cached (the conversation's previous turn, or a system prompt another
-session shares). Any number of threads may call it at once: each request has its own cancel event,
-and one request never changes another's output. A bad request raises ``AssistantError`` and leaves
-the assistant as it was.
+encoder features (from the content-hash cache when seen before), and streams text from the decode engine
+(``assistant.batching``, or llama.cpp's: ``assistant.llama_cpp_engine``), which decodes concurrent requests
+together and starts each from the longest KV prefix it has cached (the conversation's previous turn, or a
+system prompt another session shares). Any number of threads may call it at once: each request has its own
+cancel event, and one request never changes another's output. A bad request raises ``AssistantError`` and
+leaves the assistant as it was.
 
 Tool calling is orchestrated here and implemented in ``assistant.tools``: ``stream_events`` is one
 generation step with tools on offer (typed events, calls decoded under a grammar), ``run`` and
@@ -35,10 +35,9 @@ from assistant.connector_weights import load_connectors
 from assistant.encoders import build_encoder
 from assistant.errors import AssistantError
 from assistant.feature_cache import FeatureCache
-from assistant.batching import BatchEngine
 from assistant.generation import EngineCounters, SamplingOptions
 from assistant.llm import attach_lora, load_language_model, load_lora
-from assistant.llm_serving import prepare_for_serving
+from assistant.llm_serving import decode_engine, prepare_for_serving
 from assistant.messages import Message, filter_user_text, validate_messages
 from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
@@ -90,10 +89,7 @@ class Assistant:
         self._features = FeatureCache(config.media.cache_mb)
         stop_ids = {tokenizer.eos_token_id} | set(_as_list(model.llm.generation_config.eos_token_id))
         self._stop_ids = {i for i in stop_ids if i is not None}
-        engine = config.engine
-        self._engine = BatchEngine(
-            model, self._stop_ids, self.stats, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk, engine.decode_threads
-        )
+        self._engine = decode_engine(model, config, self._stop_ids, self.stats)
         self._grammars = GrammarCompiler(tokenizer, model.llm.get_output_embeddings().weight.shape[0], self._stop_ids)
         self._lock = threading.Lock()  # guards the set of active requests and the counters below
         self._active: set[_Request] = set()
@@ -185,13 +181,11 @@ class Assistant:
                     lora = {k: v.to(dtype).contiguous() for k, v in load_file(str(lora_file)).items()}
                     save_file(lora, str(lora_file), metadata={"format": "pt"})
             (staging / TEMPLATE_FILE).write_text(self.tokenizer.chat_template)
+            old = target.with_name(f".{target.name}-old-{os.getpid()}")
             if target.exists():
-                old = target.with_name(f".{target.name}-old-{os.getpid()}")
                 os.replace(target, old)
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -225,9 +219,7 @@ class Assistant:
 
     def media_loaders(self) -> dict[str, Any]:
         """Loaders for the media types beyond images and videos (audio, when an audio encoder is configured)."""
-        if "audio" not in self.model.encoders:
-            return {}
-        return {"audio": lambda source: load_audio(source, self.config.media)}
+        return {"audio": lambda source: load_audio(source, self.config.media)} if "audio" in self.model.encoders else {}
 
     def prepare(self, messages: list[dict[str, Any]], max_new_tokens: int = 256, tools: list[Any] | None = None) -> Prompt:
         """Validate ``messages``, load their media and build the prompt (with ``tools`` on offer); changes no state."""
@@ -273,10 +265,7 @@ class Assistant:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         options = SamplingOptions(max_new_tokens, temperature, top_p, stops, seed)
         prompt = self.prepare(messages, max_new_tokens)
-        tools = self.config.tools
-        tag = None if response_schema is None else json_reply_tag(response_schema, tools.max_string_chars, tools.max_array_items)
-        request = _Request(cancel or threading.Event(), session)
-        return self._run(prompt, options, request, None if tag is None else self._grammars.constraint(tag))
+        return self._run(prompt, options, _Request(cancel or threading.Event(), session), self._schema_constraint(response_schema))
 
     def stream_events(
         self,
@@ -291,6 +280,7 @@ class Assistant:
         stop: list[str] | str | None = None,
         seed: int | None = None,
         session: str | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> Iterator[Event]:
         """One assistant turn with ``tools`` on offer, as typed events; nothing runs.
 
@@ -307,7 +297,8 @@ class Assistant:
                 a named tool is called exactly once.
             parallel_tool_calls: Allow several calls in one turn.
             cancel: Event that stops this request when set (``cancel()`` stops every request).
-            max_new_tokens, temperature, top_p, stop, seed, session: As for ``stream``.
+            max_new_tokens, temperature, top_p, stop, seed, session, response_schema: As for ``stream`` (a
+                schema goes without tools).
 
         Raises:
             AssistantError: For bad messages, tools, choices or options, before anything changes.
@@ -323,6 +314,10 @@ class Assistant:
             bounded = bounded_specs(specs, self.config.tools.max_string_chars, self.config.tools.max_array_items)  # no endless values
             tag = tool_format.structural_tag(bounded, choice, parallel_tool_calls)
             constraint = self._grammars.constraint(tag) if tag else None
+        if response_schema is not None:
+            if specs:
+                raise AssistantError("a response_schema and tools cannot be offered together: the reply is either JSON or calls")
+            constraint = self._schema_constraint(response_schema)
         request = _Request(cancel or threading.Event(), session)
         return self._events(prompt, options, request, constraint, CallStreamParser(tool_format))
 
@@ -462,6 +457,11 @@ class Assistant:
                 self.stats.last_tokens_per_second = (len(ids) - 1) / max(time.perf_counter() - first_token_at, 1e-9)
             with self._lock:
                 self._active.discard(request)
+
+    def _schema_constraint(self, schema: dict[str, Any] | None) -> Any:
+        """The grammar of a reply that is one JSON value matching ``schema`` (None without one)."""
+        limits = self.config.tools
+        return None if schema is None else self._grammars.constraint(json_reply_tag(schema, limits.max_string_chars, limits.max_array_items))
 
     def _embed_suffix(self, prompt: Prompt, start: int) -> torch.Tensor:
         """Embeddings of ``prompt`` from position ``start`` on; encodes only frames not yet cached."""

@@ -79,6 +79,7 @@ class _Sequence:
     length: int = 0  # positions in the cache (prompt + fed tokens)
     warpers: list = field(default_factory=list)
     generator: torch.Generator | None = None
+    slot: Any = None  # where another backend keeps this sequence's cache (assistant.llama_cpp_engine)
 
     @property
     def stopped(self) -> bool:

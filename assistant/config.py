@@ -101,7 +101,8 @@ class ModalityConfig:
         return cls(EncoderConfig(kind=DEFAULT_AUDIO_ENCODER), ConnectorConfig(kind="stack", stack=8))
 
 
-SERVING_MODES = ("eager", "merged", "bf16", "int8")  # assistant.llm_serving
+SERVING_MODES = ("eager", "merged", "bf16", "int8", "llama_cpp", "auto")  # assistant.llm_serving
+GGUF_TYPES = ("q8_0", "q5_1", "q4_1", "f16")  # assistant.gguf_export: weights of the llama_cpp serving copy
 
 @dataclass
 class LoraConfig:
@@ -132,7 +133,7 @@ class LLMConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     max_context_tokens: int | None = field(default=None, metadata={"help": "context window (default: the model's)"})
     serving: str = field(
-        default="eager", metadata={"help": "eager | merged | bf16 | int8: the weights chat decodes with (assistant.llm_serving)"}
+        default="eager", metadata={"help": "eager | merged | bf16 | int8 | llama_cpp | auto: the weights and kernels chat decodes with (assistant.llm_serving)"}
     )
 
     def __post_init__(self) -> None:
@@ -206,9 +207,15 @@ class EngineConfig:
         metadata={"help": "torch intra-op threads of the decode thread; 0 = one per two CPU cores (see assistant.batching)"},
     )
 
+    gguf_type: str = field(
+        default="q8_0", metadata={"help": "serving 'llama_cpp': how merged weights are stored (q8_0 | q5_1 | q4_1 | f16)"}
+    )
+
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.prefill_chunk < 1 or self.kv_pool_mb < 0 or self.threads < 0:
             raise AssistantError("engine max_batch and prefill_chunk must be at least 1, kv_pool_mb and threads not negative")
+        if self.gguf_type not in GGUF_TYPES:
+            raise AssistantError(f"engine gguf_type {self.gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
 
     @property
     def decode_threads(self) -> int:

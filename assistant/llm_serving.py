@@ -13,21 +13,28 @@ speed: SmolLM2-135M is about 540 MB in float32, 270 MB in bfloat16 and 135 MB in
   scales; activations stay in float). The LM head shares its weight with the input embedding in
   SmolLM2: it is untied first, so the head is quantized and the embedding, which a token reads one row
   of and which media tokens are compared against, stays in full precision.
+- ``auto``: ``llama_cpp`` when llama-cpp-python is installed and the LLM is a full-precision Llama model
+  (the shipped default's setting), else ``eager``;
+- ``llama_cpp``: merged, then written as a GGUF file (``assistant.gguf_export``, ``engine.gguf_type``,
+  q8_0 by default) that llama.cpp decodes (``assistant.llama_cpp_engine``); the PyTorch copy still
+  embeds the prompt (text rows and media tokens) and is what a caller of ``model.llm`` sees.
 
-A serving copy cannot be trained (``training`` loads with ``serving="eager"``). What each mode costs in
+``decode_engine`` builds the engine each mode decodes with. A serving copy cannot be trained (``training`` loads with ``serving="eager"``). What each mode costs in
 accuracy and gains in speed: ``benchmarks/bench_decode.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from assistant.config import SERVING_MODES
+from assistant.config import SERVING_MODES, AssistantConfig
 from assistant.errors import AssistantError
+from assistant.generation import EngineCounters
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ def prepare_for_serving(llm: Any, mode: str) -> Any:
     """
     if mode not in SERVING_MODES:
         raise AssistantError(f"llm serving {mode!r} is not one of {', '.join(SERVING_MODES)}")
+    mode = resolve_mode(mode, llm)
     if mode == "eager":
         return llm
     if getattr(llm, "is_loaded_in_4bit", False) or getattr(llm, "is_loaded_in_8bit", False):
@@ -56,6 +64,41 @@ def prepare_for_serving(llm: Any, mode: str) -> Any:
     for parameter in llm.parameters():
         parameter.requires_grad_(False)
     return llm
+
+
+def resolve_mode(mode: str, llm: Any) -> str:
+    """The mode ``auto`` stands for with this LLM; any other mode unchanged."""
+    if mode != "auto":
+        return mode
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    quantized = getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False)
+    usable = importlib.util.find_spec("llama_cpp") is not None and base.config.model_type == "llama" and not quantized
+    return "llama_cpp" if usable else "eager"
+
+
+def decode_engine(model: Any, config: AssistantConfig, stop_token_ids: set[int], counters: EngineCounters) -> Any:
+    """The continuous-batching engine for ``model`` (prepared for ``config.llm.serving``): llama.cpp's for
+    ``llama_cpp``, else PyTorch's (``assistant.batching.BatchEngine``)."""
+    from assistant.batching import BatchEngine
+
+    engine = config.engine
+    if resolve_mode(config.llm.serving, model.llm) == "llama_cpp":
+        from assistant.gguf_export import serving_gguf
+        from assistant.llama_cpp_engine import LlamaCppEngine, import_llama_cpp
+        from assistant.llm import resolve_source
+
+        try:
+            import_llama_cpp()  # fail before the weights are written when llama-cpp-python is missing
+            gguf = serving_gguf(model.llm, resolve_source(config.llm.model), engine.gguf_type)
+            return LlamaCppEngine(model, gguf, stop_token_ids, counters, engine.kv_pool_mb, engine.max_batch,
+                                  engine.prefill_chunk, engine.decode_threads)
+        except AssistantError as error:
+            if config.llm.serving != "auto":
+                raise
+            logger.warning("serving 'auto' decodes with PyTorch: %s", error)
+
+    return BatchEngine(model, stop_token_ids, counters, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk,
+                       engine.decode_threads)
 
 
 def _int8_weight_only(llm: Any) -> Any:

@@ -3,8 +3,8 @@
 One run, one process, the same prompt ids and the same number of greedy tokens everywhere:
 
 - transformers ``generate`` on the eager model (peft LoRA unmerged, float32);
-- our ``Assistant.chat`` with each serving mode of ``assistant.llm_serving`` (eager, merged, bf16, int8),
-  and whether its greedy text equals the eager one;
+- our ``Assistant.chat`` with each serving mode of ``assistant.llm_serving`` (eager, merged, bf16, int8,
+  and llama_cpp once per ``--gguf-types`` entry), and whether its greedy text equals the eager one;
 - llama.cpp (``llama_cpp``) on the packaged GGUF file when it is importable (base weights: the GGUF has
   no LoRA), else a line saying it was skipped.
 
@@ -14,6 +14,7 @@ Prints medians over ``--repeats`` runs and ratios. Run: ``python benchmarks/benc
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import statistics
@@ -24,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from assistant import Assistant  # noqa: E402
-from assistant.config import SERVING_MODES  # noqa: E402
+from assistant.config import GGUF_TYPES, SERVING_MODES, EngineConfig  # noqa: E402
 
 logger = logging.getLogger("bench_decode")
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a mysterious map."
@@ -83,27 +84,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=128, help="greedy tokens per run")
     parser.add_argument("--repeats", type=int, default=5, help="runs per path (the median is printed)")
-    parser.add_argument("--modes", nargs="+", default=list(SERVING_MODES), choices=SERVING_MODES)
+    modes = [mode for mode in SERVING_MODES if mode != "auto"]  # auto is one of the others
+    parser.add_argument("--modes", nargs="+", default=modes, choices=modes)
+    parser.add_argument("--gguf-types", nargs="+", default=["q8_0", "q4_1"], choices=GGUF_TYPES,
+                        help="weights of the llama_cpp mode (one run each)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} greedy tokens, median of {args.repeats}")
     eager = Assistant.from_pretrained(serving="eager")
     baseline = transformers_generate(eager, args.tokens, args.repeats)
-    print(f"transformers generate (eager)      {baseline:7.1f} tok/s   1.00x")
-    reference = None
-    for mode in args.modes:
-        bot = eager if mode == "eager" else Assistant.from_pretrained(serving=mode)
-        speed, text = ours(bot, args.tokens, args.repeats)
-        reference = text if mode == "eager" else reference
-        same = "same text as eager" if text == reference else f"text differs from eager at char {_first_difference(text, reference)}"
-        print(f"Assistant.chat serving={mode:<7}     {speed:7.1f} tok/s  {speed / baseline:5.2f}x  {same}")
-        if bot is not eager:
-            del bot
     engine = llama_cpp(eager, args.tokens, args.repeats)
+    versus = (lambda speed: f"  {speed / engine:5.2f}x llama.cpp") if engine else (lambda speed: "")
+    print(f"transformers generate (eager)        {baseline:7.1f} tok/s   1.00x{versus(baseline)}")
     if engine is None:
         print("llama.cpp: skipped (llama_cpp is not importable or the LLM is not a GGUF file)")
     else:
-        print(f"llama.cpp on the packaged GGUF     {engine:7.1f} tok/s  {engine / baseline:5.2f}x  (base weights, no LoRA)")
+        print(f"llama.cpp on the packaged GGUF       {engine:7.1f} tok/s  {engine / baseline:5.2f}x  (base weights, no LoRA)")
+    reference = None
+    runs = [(mode, None) for mode in args.modes if mode != "llama_cpp"]
+    runs += [("llama_cpp", kind) for kind in args.gguf_types] if "llama_cpp" in args.modes else []
+    for mode, kind in runs:
+        label = f"{mode} {kind}" if kind else mode
+        if mode == "llama_cpp" and importlib.util.find_spec("llama_cpp") is None:
+            print(f"Assistant.chat serving={label:<13}: skipped (llama_cpp is not importable)")
+            continue
+        extra = {"engine": EngineConfig(gguf_type=kind)} if kind else {}
+        bot = eager if mode == "eager" else Assistant.from_pretrained(serving=mode, **extra)
+        speed, text = ours(bot, args.tokens, args.repeats)
+        reference = text if mode == "eager" else reference
+        same = "same text as eager" if text == reference else f"text differs from eager at char {_first_difference(text, reference)}"
+        print(f"Assistant.chat serving={label:<13} {speed:7.1f} tok/s  {speed / baseline:5.2f}x{versus(speed)}  {same}")
+        if bot is not eager:
+            bot._engine.close()  # frees llama.cpp's cache before the next run allocates its own
+            del bot
 
 
 def _first_difference(a: str, b: str | None) -> int:

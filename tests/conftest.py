@@ -161,3 +161,23 @@ def speak():
             pytest.fail(reason + "; REQUIRE_ESPEAK=1 forbids skipping")
         pytest.skip(reason)
     return espeak
+
+
+def needs_llama_cpp() -> None:
+    """Skip without llama-cpp-python (fail instead under REQUIRE_LLAMA_CPP=1, as in CI, where run.sh builds it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        reason = "llama-cpp-python is not installed"
+        if os.environ.get("REQUIRE_LLAMA_CPP") == "1":
+            pytest.fail(reason + "; REQUIRE_LLAMA_CPP=1 forbids skipping")
+        pytest.skip(reason)
+
+
+def randomise_lora(llm, seed: int = 0, scale: float = 0.2) -> None:
+    """Give a fresh LoRA random B matrices (fresh ones are zero), so that it changes the model's output."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in llm.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)

@@ -7,17 +7,14 @@ import torch
 
 from assistant import Assistant, AssistantError
 from assistant.config import LLMConfig
+from conftest import randomise_lora
 
 
 @pytest.fixture(scope="module")
 def trained_artifact(make_config, tmp_path_factory) -> str:
     """A tiny artifact whose LoRA actually changes the output (fresh LoRA B matrices are zero)."""
     assistant = Assistant.from_config(make_config(lora_r=4))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in assistant.model.llm.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    randomise_lora(assistant.model.llm)
     path = tmp_path_factory.mktemp("serving") / "artifact"
     assistant.save_pretrained(path)
     return str(path)

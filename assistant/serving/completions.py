@@ -124,7 +124,7 @@ class ChatCompletions:
     async def create(self, request: Request, body: ChatCompletionRequest) -> Response:
         self._check_options(body)
         tools = await run_in_threadpool(self._checked_tools, body)  # schema checks never stall the event loop
-        server_side = bool(self.plugin_tools) and not tools
+        server_side = bool(self.plugin_tools) and not tools and body.reply_schema() is None  # a JSON reply calls no plugin
         choice = body.tool_choice if body.tool_choice is not None else "auto"
         try:
             parse_tool_choice(choice, self._plugin_specs if server_side else tool_specs(tools))
@@ -162,15 +162,28 @@ class ChatCompletions:
                            code="unsupported_value")
         if body.logprobs:
             raise APIError(400, "logprobs are not supported by this server.", param="logprobs", code="unsupported_value")
-        if body.response_format is not None and body.response_format.type != "text":
-            raise APIError(400, f"response_format {body.response_format.type!r} is not supported; only 'text'.",
-                           param="response_format", code="unsupported_value")
+        if body.response_format is not None and body.response_format.type not in ("text", "json_object", "json_schema"):
+            raise APIError(400, f"response_format {body.response_format.type!r} is not supported; use 'text', 'json_object' "
+                                "or 'json_schema'.", param="response_format", code="unsupported_value")
         stops = body.stop_strings()
         if len(stops) > MAX_STOP_STRINGS or not all(stops):
             raise APIError(400, f"stop takes at most {MAX_STOP_STRINGS} non-empty strings.", param="stop", code="invalid_value")
 
     def _checked_tools(self, body: ChatCompletionRequest) -> list[dict[str, Any]]:
-        """The request's tools as OpenAI function dicts, each schema checked as JSON Schema."""
+        """The request's tools as OpenAI function dicts, each schema checked as JSON Schema (and so is a
+        ``response_format`` schema, which goes without tools)."""
+        schema = body.reply_schema()
+        if schema is not None:
+            where = "response_format.json_schema.schema"
+            if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+                raise APIError(400, f"{where} is over {MAX_SCHEMA_CHARS} characters of JSON.", param=where, code="invalid_value")
+            try:
+                validator_for(schema, default=Draft202012Validator).check_schema(schema)
+            except SchemaError as error:
+                raise APIError(400, f"{where} is not a valid JSON Schema: {error.message}", param=where, code="invalid_value") from None
+            if body.tools:
+                raise APIError(400, "response_format json_object/json_schema cannot be combined with tools: the reply is "
+                                    "either one JSON value or tool calls.", param="response_format", code="unsupported_value")
         if len(body.tools or []) > MAX_TOOLS:
             raise APIError(400, f"At most {MAX_TOOLS} tools may be offered in one request.", param="tools", code="invalid_value")
         tools = []
@@ -236,8 +249,8 @@ class ChatCompletions:
             if server_side:
                 return self.assistant.run_stream(messages, self.plugin_tools, choice, self.config.plugin_max_steps, None,
                                                  parallel_tool_calls=parallel, cancel=cancel, **sampling)
-            return self.assistant.stream_events(messages, tools=tools or None, tool_choice=choice,
-                                                parallel_tool_calls=parallel, cancel=cancel, **sampling)
+            return self.assistant.stream_events(messages, tools=tools or None, tool_choice=choice, parallel_tool_calls=parallel,
+                                                cancel=cancel, response_schema=body.reply_schema(), **sampling)
 
         return start
 

@@ -44,8 +44,24 @@ class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(RequestModel):
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(RequestModel):
-    type: str = "text"
+    type: str = "text"  # text | json_object | json_schema
+    json_schema: JSONSchemaFormat | None = None
+
+    def reply_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the reply is decoded under (None for plain text): ``json_object`` is any object."""
+        if self.type == "json_object":
+            return {"type": "object"}
+        if self.type == "json_schema":
+            return (self.json_schema.schema_ if self.json_schema else None) or {"type": "object"}
+        return None
 
 
 class ChatCompletionRequest(RequestModel):
@@ -73,6 +89,9 @@ class ChatCompletionRequest(RequestModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def reply_schema(self) -> dict[str, Any] | None:
+        return self.response_format.reply_schema() if self.response_format is not None else None
 
     def stop_strings(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
