@@ -102,7 +102,7 @@ class ModalityConfig:
 
 
 SERVING_MODES = ("eager", "merged", "bf16", "int8", "llama_cpp", "auto")  # assistant.llm_serving
-GGUF_TYPES = ("q8_0", "q5_1", "q4_1", "f16")  # assistant.gguf_export: weights of the llama_cpp serving copy
+GGUF_TYPES = ("source", "q8_0", "q5_1", "q4_1", "f16")  # assistant.llm_serving.llama_cpp_weights
 
 @dataclass
 class LoraConfig:
@@ -208,7 +208,8 @@ class EngineConfig:
     )
 
     gguf_type: str = field(
-        default="q8_0", metadata={"help": "serving 'llama_cpp': how merged weights are stored (q8_0 | q5_1 | q4_1 | f16)"}
+        default="source", metadata={"help": "serving 'llama_cpp': 'source' (a GGUF LLM's own file, its LoRA as an adapter; "
+                                            "else merged at q8_0) or the type merged weights are written in: q8_0 | q5_1 | q4_1 | f16"}
     )
 
     def __post_init__(self) -> None:

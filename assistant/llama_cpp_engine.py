@@ -153,8 +153,10 @@ class LlamaCppEngine(BatchEngine):
         prefill_chunk: int = 512,
         threads: int = 1,
         llama_threads: int | None = None,
+        lora_file: Path | None = None,
     ) -> None:
         super().__init__(model, stop_token_ids, counters, 0.0, max_batch, prefill_chunk, threads)
+        self.gguf_file, self.lora_file = gguf_file, lora_file
         lib = self._lib = import_llama_cpp()
         config = model.llm.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -183,6 +185,14 @@ class LlamaCppEngine(BatchEngine):
         if not self._context:
             lib.llama_model_free(self._model)
             raise AssistantError(f"llama.cpp could not make a context of {self.n_ctx} positions for {gguf_file.name}")
+        if lora_file is not None:
+            adapter = lib.llama_adapter_lora_init(self._model, str(lora_file).encode())
+            adapters, scales = (lib.llama_adapter_lora_p_ctypes * 1)(adapter), (ctypes.c_float * 1)(1.0)
+            if not adapter or lib.llama_set_adapters_lora(self._context, adapters, 1, scales) != 0:
+                lib.llama_free(self._context)
+                lib.llama_model_free(self._model)
+                self._context = None
+                raise AssistantError(f"llama.cpp could not apply the LoRA adapter {lora_file.name}")
         self._memory = lib.llama_get_memory(self._context)
         self._tokens = lib.llama_batch_init(max_batch + 1, 0, 1)
         self._embeds = lib.llama_batch_init(params.n_batch, self.n_embd, 1)

@@ -49,7 +49,7 @@ def prepare_for_serving(llm: Any, mode: str) -> Any:
     if mode not in SERVING_MODES:
         raise AssistantError(f"llm serving {mode!r} is not one of {', '.join(SERVING_MODES)}")
     mode = resolve_mode(mode, llm)
-    if mode == "eager":
+    if mode in ("eager", "llama_cpp"):  # llama.cpp gets the LoRA as an adapter (assistant.gguf_export.lora_gguf)
         return llm
     if getattr(llm, "is_loaded_in_4bit", False) or getattr(llm, "is_loaded_in_8bit", False):
         raise AssistantError(f"llm serving {mode!r} needs full-precision weights; this model is quantized with bitsandbytes")
@@ -83,15 +83,13 @@ def decode_engine(model: Any, config: AssistantConfig, stop_token_ids: set[int],
 
     engine = config.engine
     if resolve_mode(config.llm.serving, model.llm) == "llama_cpp":
-        from assistant.gguf_export import serving_gguf
         from assistant.llama_cpp_engine import LlamaCppEngine, import_llama_cpp
-        from assistant.llm import resolve_source
 
         try:
             import_llama_cpp()  # fail before the weights are written when llama-cpp-python is missing
-            gguf = serving_gguf(model.llm, resolve_source(config.llm.model), engine.gguf_type)
+            gguf, lora = llama_cpp_weights(model.llm, config)
             return LlamaCppEngine(model, gguf, stop_token_ids, counters, engine.kv_pool_mb, engine.max_batch,
-                                  engine.prefill_chunk, engine.decode_threads)
+                                  engine.prefill_chunk, engine.decode_threads, lora_file=lora)
         except AssistantError as error:
             if config.llm.serving != "auto":
                 raise
@@ -99,6 +97,30 @@ def decode_engine(model: Any, config: AssistantConfig, stop_token_ids: set[int],
 
     return BatchEngine(model, stop_token_ids, counters, engine.kv_pool_mb, engine.max_batch, engine.prefill_chunk,
                        engine.decode_threads)
+
+
+def llama_cpp_weights(llm: Any, config: AssistantConfig) -> tuple[Any, Any]:
+    """The GGUF file llama.cpp loads and the LoRA adapter file it applies (or None) for ``llm``.
+
+    With ``engine.gguf_type="source"`` (the default) an LLM loaded from a GGUF file (the built-in one) is
+    served from that very file, its LoRA as a llama.cpp adapter, so llama.cpp adds the same float32 LoRA to
+    the same base weights PyTorch de-quantized. Other sources, other types and LoRA variants llama.cpp cannot
+    apply are merged and written once (q8_0 unless ``gguf_type`` names another).
+    """
+    import copy
+    from pathlib import Path
+
+    from assistant.gguf_export import local_source, lora_gguf, serving_gguf
+    from assistant.llm import resolve_source
+
+    source = local_source(resolve_source(config.llm.model))
+    peft, kind = hasattr(llm, "peft_config"), config.engine.gguf_type
+    if kind == "source" and source.suffix == ".gguf" and getattr(llm.config, "model_type", None) == "llama":
+        lora = lora_gguf(llm, source) if peft else None
+        if lora is not None or not peft:
+            return Path(source), lora
+    merged = copy.deepcopy(llm).merge_and_unload() if peft else llm  # the PyTorch copy keeps its LoRA layers
+    return serving_gguf(merged, source, "q8_0" if kind == "source" else kind), None
 
 
 def _int8_weight_only(llm: Any) -> Any:

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per path (the median is printed)")
     modes = [mode for mode in SERVING_MODES if mode != "auto"]  # auto is one of the others
     parser.add_argument("--modes", nargs="+", default=modes, choices=modes)
-    parser.add_argument("--gguf-types", nargs="+", default=["q8_0", "q4_1"], choices=GGUF_TYPES,
+    parser.add_argument("--gguf-types", nargs="+", default=["source", "q8_0", "q4_1"], choices=GGUF_TYPES,
                         help="weights of the llama_cpp mode (one run each)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

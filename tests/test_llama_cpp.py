@@ -150,6 +150,29 @@ def test_llama_cpp_computes_the_logits_of_the_merged_model(trained_artifact, ima
     assert (unmerged - expected).abs().max() > 3 * tolerance * scale
 
 
+def test_a_gguf_llm_is_served_from_its_own_file_with_its_lora_as_an_adapter(make_config, tmp_path, image_files):
+    """The default's path: an LLM loaded from a GGUF file runs in llama.cpp from that same file, and its LoRA
+    (unmerged) as a llama.cpp adapter: the logits are the PyTorch model's with that LoRA, not without it."""
+    needs_llama_cpp()
+    config = make_config(lora_r=4)
+    llm, _ = load_language_model(config.llm)
+    source = tmp_path / "tiny.gguf"
+    write_gguf(Path(config.llm.model), llm.state_dict(), llm.config, "f16", source)
+    config.llm = dataclasses.replace(config.llm, model=str(source))
+    bot = Assistant.from_config(config)
+    randomise_lora(bot.model.llm, seed=2)
+    fast = Assistant(bot.model, bot.tokenizer, dataclasses.replace(bot.config, llm=dataclasses.replace(bot.config.llm, serving="llama_cpp")))
+    assert fast._engine.lora_file is not None and Path(fast._engine.gguf_file) == source  # the source file itself
+    messages = [{"role": "user", "content": [{"type": "image", "image": image_files[1]}, {"type": "text", "text": "What is it?"}]}]
+    tokens, expected = step_logits(bot, messages)
+    fast_tokens, logits = step_logits(fast, messages)
+    scale = expected.abs().max()
+    assert (logits - expected).abs().max() <= 0.02 * scale and fast_tokens == tokens
+    randomise_lora(bot.model.llm, scale=0.0)  # the same model without its LoRA: the adapter mattered
+    _, unmerged = step_logits(bot, messages)
+    assert (unmerged - logits).abs().max() > 0.06 * scale
+
+
 def test_concurrent_and_continued_requests_compute_their_solo_logits(make_config, image_files):
     """Six requests at once (two sharing a system prompt, two with pictures), then a second turn that starts
     from its cached first: every step's logits are the solo run's up to rounding, until a near-tie flips a

@@ -31,7 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from assistant import Assistant, AssistantConfig, AssistantError
-from assistant.config import SERVING_MODES
+from assistant.config import GGUF_TYPES, SERVING_MODES, EngineConfig
 from training.data.rows import load_rows, message_text, summarise
 from training.metrics import bleu4, normalise_answer
 from training.text_regression import TEXT_PROMPTS, has_key
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the full JSON report (with every answer) here")
     parser.add_argument("--serving", choices=SERVING_MODES, default=None,
                         help="vqa: the LLM weights to answer with (assistant.llm_serving; default: the adapter's)")
+    parser.add_argument("--gguf-type", choices=GGUF_TYPES, default=None,
+                        help="vqa with --serving llama_cpp: engine.gguf_type (default source: the GGUF file and a LoRA adapter)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.task in ("audio", "transcription"):
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data:
         parser.error("--data is required for --task vqa")
     try:
-        tuned = Assistant.from_pretrained(args.adapter, serving=args.serving)
+        engine = {"engine": EngineConfig(gguf_type=args.gguf_type)} if args.gguf_type else {}
+        tuned = Assistant.from_pretrained(args.adapter, serving=args.serving, **engine)
         rows, row_report = load_rows(args.data, args.data_root)
     except (AssistantError, FileNotFoundError, ValueError) as error:
         logger.error("%s", error)

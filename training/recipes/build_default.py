@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from assistant.config import AssistantConfig, ConnectorConfig
+from assistant.config import ConnectorConfig
 from training.config import load_train_config
 from training.trainer import Trainer
 
@@ -77,6 +77,7 @@ def instruct_rows(data: Path, text_repeats: int) -> Path:
     """The instruct stage's rows: every scene row, every audio row (``training.data.audio_rows``) and
     ``text_repeats`` copies of the distilled text rows."""
     from assistant import Assistant
+    from assistant.config import AssistantConfig
     from training.data.text_rows import distill_text_rows, load_prompts, write_text_rows
 
     text_file, mixed = data / "text_rows.jsonl", data / "instruct_train.jsonl"
@@ -269,9 +270,6 @@ def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
     """Copy the run's instruct adapter into ``assistant/default_adapter`` with its model card; the image head,
     trained apart (``training.image_head``) on the frozen encoder alone, stays."""
     install_adapter(out / "instruct" / "adapter", SHIPPED, lambda: model_card(summary, args), keep=("image_head",))
-    config = AssistantConfig.load(SHIPPED / "assistant_config.json")
-    config.llm.serving = "auto"  # trained eager; the shipped default decodes on llama.cpp where it is installed
-    config.save(SHIPPED / "assistant_config.json")
 
 
 def install_adapter(source: Path, target: Path, card: Callable[[], str], keep: tuple[str, ...] = (),
