@@ -1,8 +1,8 @@
 """Continuous batching on llama.cpp: ``BatchEngine``'s scheduling, llama.cpp's kernels and KV cache.
 
 Serving mode ``llama_cpp`` (``LLMConfig.serving``). The LLM runs in llama.cpp (llama-cpp-python's C
-API) from a GGUF file of the merged weights (``assistant.gguf_export``); everything before the LLM
-stays in PyTorch. The request contract is ``BatchEngine.submit``'s, and so are the worker loop,
+API) from the GGUF file it was loaded from plus its LoRA as a llama.cpp adapter, or from a merged GGUF
+file (``assistant.llm_serving.llama_cpp_weights``); everything before the LLM stays in PyTorch. The request contract is ``BatchEngine.submit``'s, and so are the worker loop,
 admission, cancellation, sampling, grammars and counters (inherited); what differs is where the
 cache lives and how a step runs:
 
@@ -16,6 +16,11 @@ cache lives and how a step runs:
   copying them;
 - one decode step feeds every running sequence's last token in one ``llama_decode`` call; a finished
   sequence leaves between steps, a prefilled one joins.
+
+A request is not bit-for-bit the same beside others as alone: llama.cpp's CPU kernels depend on how many
+rows share a call (``ggml_vec_dot`` for one, tinyBLAS for several; tiled flash attention from 64 query
+rows). A one-row call gets a filler row (``_pad``), so a decode step alone and beside others take the same
+kernels; a prefix computed token by token and the same text prefilled at once still round differently.
 
 When the cache is full, the least recently used idle sequence is dropped (``evictions``); an evicted
 conversation prefills again. Needs ``llama-cpp-python`` (``pip install 'multimodal-assistant[llama]'``;

@@ -13,14 +13,16 @@ speed: SmolLM2-135M is about 540 MB in float32, 270 MB in bfloat16 and 135 MB in
   scales; activations stay in float). The LM head shares its weight with the input embedding in
   SmolLM2: it is untied first, so the head is quantized and the embedding, which a token reads one row
   of and which media tokens are compared against, stays in full precision.
-- ``auto``: ``llama_cpp`` when llama-cpp-python is installed and the LLM is a full-precision Llama model
-  (the shipped default's setting), else ``eager``;
-- ``llama_cpp``: merged, then written as a GGUF file (``assistant.gguf_export``, ``engine.gguf_type``,
-  q8_0 by default) that llama.cpp decodes (``assistant.llama_cpp_engine``); the PyTorch copy still
-  embeds the prompt (text rows and media tokens) and is what a caller of ``model.llm`` sees.
+- ``llama_cpp``: llama.cpp decodes (``assistant.llama_cpp_engine``) from the GGUF file the LLM came from
+  with its LoRA as a llama.cpp adapter, or from a merged GGUF file (``llama_cpp_weights``,
+  ``engine.gguf_type``); the PyTorch model, unmerged, still embeds the prompt (text rows and media tokens)
+  and is what a caller of ``model.llm`` sees;
+- ``auto``: ``llama_cpp`` when llama-cpp-python is installed and the LLM is a full-precision Llama model,
+  else ``eager``.
 
-``decode_engine`` builds the engine each mode decodes with. A serving copy cannot be trained (``training`` loads with ``serving="eager"``). What each mode costs in
-accuracy and gains in speed: ``benchmarks/bench_decode.py``.
+``decode_engine`` builds the engine each mode decodes with. A serving copy cannot be trained (``training``
+loads with ``serving="eager"``). What each mode costs in accuracy and gains in speed:
+``benchmarks/bench_decode.py``.
 """
 
 from __future__ import annotations
