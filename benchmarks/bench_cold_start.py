@@ -67,7 +67,7 @@ def first_token_s(serving: str, cache: Path, question: str) -> float:
             except OSError:
                 time.sleep(0.05)
         client = Client(url, verbose=False)
-        job = client.submit({"text": question, "files": []}, api_name="/chat")
+        job = client.submit({"text": question, "files": []}, api_name="/respond")  # the ChatInterface handler
         while not job.done():
             outputs = job.outputs()
             if outputs and _text(outputs[-1]):
