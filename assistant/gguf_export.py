@@ -85,9 +85,9 @@ def local_source(model: str) -> Path:
     if path.exists():
         return path
     try:
-        from huggingface_hub import snapshot_download
+        from transformers.utils import cached_file
 
-        return Path(snapshot_download(model, local_files_only=True))
+        return Path(cached_file(model, "config.json", local_files_only=True)).parent  # the cached snapshot, never fetched
     except Exception:  # noqa: BLE001 - any failure means: not available offline
         raise AssistantError(f"llama.cpp serving needs the LLM's files on disk; {model!r} is neither a path nor in the local cache") from None
 
@@ -144,14 +144,13 @@ def lora_gguf(llm: Any, source: str | os.PathLike) -> Path | None:
     source = Path(source)
     base = llm.get_base_model()
     heads, kv_heads = base.config.num_attention_heads, base.config.num_key_value_heads
+    names = {hf_name(name): name for name in _gguf_names(base.config.num_hidden_layers)}
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, module in base.named_modules():
         if not (hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {})):
             continue
-        weight = f"{name}.weight".replace("base_model.model.", "")
-        try:
-            target = next(g for g in _gguf_names(base.config.num_hidden_layers) if hf_name(g) == weight)
-        except StopIteration:
+        target = names.get(f"{name}.weight")
+        if target is None:
             return None  # a module llama.cpp has no tensor for
         pairs[target] = (module.lora_A["default"].weight, module.lora_B["default"].weight)
     if not pairs:

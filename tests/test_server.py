@@ -177,24 +177,6 @@ def test_streamed_tool_call_merges_by_index_into_valid_arguments(client):
     assert [(c.function.name, c.function.arguments) for c in plain.message.tool_calls] == [(call["name"], call["arguments"])]
 
 
-ANSWER = {"type": "object", "additionalProperties": False, "required": ["answer", "count"], "properties": {
-    "answer": {"type": "string", "enum": ["yes", "no"]}, "count": {"type": "integer", "minimum": 0, "maximum": 9}}}
-
-
-def test_a_json_schema_response_format_decodes_a_reply_that_validates(bot, client):
-    request = dict(model=MODEL, messages=[{"role": "user", "content": "Is there a circle? How many?"}], max_tokens=60,
-                   response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER, "strict": True}})
-    reply = client.chat.completions.create(**request).choices[0]
-    assert reply.finish_reason == "stop"
-    jsonschema.validate(json.loads(reply.message.content), ANSWER)
-    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(stream=True, **request)
-                       if chunk.choices)
-    assert streamed == reply.message.content
-    free = client.chat.completions.create(model=MODEL, messages=request["messages"], max_tokens=60).choices[0].message.content
-    with pytest.raises(ValueError):  # without the format the random model writes no JSON: the test can fail
-        jsonschema.validate(json.loads(free), ANSWER)
-
-
 def test_an_image_as_a_data_url_is_seen(bot, client, image_files):
     question = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image_files[0])}},
                                              {"type": "text", "text": "What is in this picture?"}]}]
