@@ -287,14 +287,16 @@ def test_plugin_command_shows_a_collapsible_call_and_the_picture_it_returned(dri
     _wait_for(lambda: _tool_message(driver, "transform_image"), 60, "the transform_image call message")
     call = _wait_for(lambda: _finished_tool_message(driver, "transform_image", _has_duration), 90, "the call to finish (its duration shown)")
     assert "error" not in call.text, f"the call failed: {call.text!r}"
-    text = _wait_for(lambda: (t := _expanded_text(driver, "transform_image")) and "rotated" in t and t, 15,
+    # The reply that follows streams and re-renders the messages, which can fold the call up again
+    # between a click and the next look; stop it first so the expanded call stays open.
+    _finish(driver, bot, tokens_before)
+    text = _wait_for(lambda: (t := _expanded_text(driver, "transform_image")) and "rotated" in t and t, 30,
                      "the expanded call to show its result")  # arguments and result inside
     assert '"rotate"' in text
     pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the tool's picture")
     assert pictures[0].size["width"] > 50, "the picture the tool returned is shown in the chat"
     PLUGIN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(PLUGIN_SCREENSHOT))
-    _finish(driver, bot, tokens_before)
 
 
 def test_a_side_effecting_plugin_waits_for_approve_or_deny(driver, served, tmp_path, monkeypatch):
@@ -348,8 +350,8 @@ def test_a_search_knowledge_call_shows_the_retrieved_pictures(driver, served, tm
     textarea.send_keys(Keys.ENTER)
     _wait_for(lambda: _tool_message(driver, "search_knowledge"), 90, "the search_knowledge call message")
     _wait_for(lambda: _finished_tool_message(driver, "search_knowledge", _has_duration), 60, "the search to finish")
-    text = _wait_for(lambda: (t := _expanded_text(driver, "search_knowledge")) and "[1]" in t and t, 15, "the expanded result")
+    _finish(driver, bot, tokens_before)  # stop the streaming reply first: its re-renders can fold the call up again
+    text = _wait_for(lambda: (t := _expanded_text(driver, "search_knowledge")) and "[1]" in t and t, 30, "the expanded result")
     assert text.index("[1]") < text.index("scene_04.png") < text.index("[2]"), text
     pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the retrieved pictures")
     assert len(pictures) >= 2, "the retrieved pictures are shown in the chat"
-    _finish(driver, bot, tokens_before)
