@@ -37,7 +37,7 @@ from assistant.errors import AssistantError
 from assistant.feature_cache import FeatureCache
 from assistant.generation import EngineCounters, SamplingOptions
 from assistant.llm import attach_lora, load_language_model, load_lora
-from assistant.llm_serving import decode_engine, prepare_for_serving
+from assistant.llm_serving import decode_engine, prepare_for_serving, resolve_mode
 from assistant.messages import Message, filter_user_text, validate_messages
 from assistant.model import MultimodalModel
 from assistant.processor import Prompt, PromptBuilder
@@ -165,7 +165,7 @@ class Assistant:
         """
         from safetensors.torch import load_file, save_file
 
-        if self.config.llm.serving != "eager":  # its LoRA is merged into the weights: saving would drop it
+        if resolve_mode(self.config.llm.serving, self.model.llm) not in ("eager", "llama_cpp"):  # LoRA merged: it would be lost
             raise AssistantError(f"a serving copy ({self.config.llm.serving!r}) cannot be saved; load with serving='eager'")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ class Assistant:
     def describe(self) -> dict[str, str]:
         """What is loaded: encoder, connector and LLM per modality, for status lines and logs."""
         llm = self.config.llm
-        info = {"llm": llm.model + (f" + LoRA r={llm.lora.r}" if llm.lora.r else "") + f" ({llm.serving} weights)"}
+        info = {"llm": llm.model + (f" + LoRA r={llm.lora.r}" if llm.lora.r else "") + f" ({resolve_mode(llm.serving, self.model.llm)} weights)"}
         for modality, encoder in self.model.encoders.items():
             info[f"{modality} encoder"] = encoder.description
             kind = self.config.modalities[modality].connector.kind

@@ -102,7 +102,7 @@ class ModalityConfig:
 
 
 SERVING_MODES = ("eager", "merged", "bf16", "int8", "llama_cpp", "auto")  # assistant.llm_serving
-GGUF_TYPES = ("source", "q8_0", "q5_1", "q4_1", "f16")  # assistant.llm_serving.llama_cpp_weights
+GGUF_TYPES = ("f16", "q8_0", "q5_1", "q4_1", "source")  # assistant.llm_serving.llama_cpp_weights
 
 @dataclass
 class LoraConfig:
@@ -208,8 +208,8 @@ class EngineConfig:
     )
 
     gguf_type: str = field(
-        default="source", metadata={"help": "serving 'llama_cpp': 'source' (a GGUF LLM's own file, its LoRA as an adapter; "
-                                            "else merged at q8_0) or the type merged weights are written in: q8_0 | q5_1 | q4_1 | f16"}
+        default="f16", metadata={"help": "serving 'llama_cpp': the type the LoRA-merged weights are written in (f16 | q8_0 | "
+                                         "q5_1 | q4_1), or 'source' (a GGUF LLM's own file, its LoRA as an adapter; else q8_0)"}
     )
 
     def __post_init__(self) -> None:

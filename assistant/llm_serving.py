@@ -13,10 +13,10 @@ speed: SmolLM2-135M is about 540 MB in float32, 270 MB in bfloat16 and 135 MB in
   scales; activations stay in float). The LM head shares its weight with the input embedding in
   SmolLM2: it is untied first, so the head is quantized and the embedding, which a token reads one row
   of and which media tokens are compared against, stays in full precision.
-- ``llama_cpp``: llama.cpp decodes (``assistant.llama_cpp_engine``) from the GGUF file the LLM came from
-  with its LoRA as a llama.cpp adapter, or from a merged GGUF file (``llama_cpp_weights``,
-  ``engine.gguf_type``); the PyTorch model, unmerged, still embeds the prompt (text rows and media tokens)
-  and is what a caller of ``model.llm`` sees;
+- ``llama_cpp``: llama.cpp decodes (``assistant.llama_cpp_engine``) from a GGUF file of the LoRA-merged
+  weights, float16 by default, or from the GGUF file the LLM came from with its LoRA as a llama.cpp
+  adapter (``llama_cpp_weights``, ``engine.gguf_type``); the PyTorch model, unmerged, still embeds the
+  prompt (text rows and media tokens) and is what a caller of ``model.llm`` sees;
 - ``auto``: ``llama_cpp`` when llama-cpp-python is installed and the LLM is a full-precision Llama model,
   else ``eager``.
 
@@ -104,10 +104,12 @@ def decode_engine(model: Any, config: AssistantConfig, stop_token_ids: set[int],
 def llama_cpp_weights(llm: Any, config: AssistantConfig) -> tuple[Any, Any]:
     """The GGUF file llama.cpp loads and the LoRA adapter file it applies (or None) for ``llm``.
 
-    With ``engine.gguf_type="source"`` (the default) an LLM loaded from a GGUF file (the built-in one) is
-    served from that very file, its LoRA as a llama.cpp adapter, so llama.cpp adds the same float32 LoRA to
-    the same base weights PyTorch de-quantized. Other sources, other types and LoRA variants llama.cpp cannot
-    apply are merged and written once (q8_0 unless ``gguf_type`` names another).
+    By default (``engine.gguf_type="f16"``) the LoRA is merged into a copy of the weights, written once as a
+    float16 GGUF file. llama.cpp multiplies 16-bit weights with 16-bit activations; with 8- or 4-bit weights
+    it rounds the activations to 8 bits too, and on the built-in default that changed forced tool calls (a
+    search query written as the tool's name) where float16 kept the float32 model's choices. With "source" an
+    LLM loaded from a GGUF file (the built-in one) is served from that very file, its LoRA as a llama.cpp
+    adapter; other sources and LoRA variants llama.cpp cannot apply are then merged at q8_0.
     """
     import copy
     from pathlib import Path

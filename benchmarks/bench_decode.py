@@ -6,7 +6,13 @@ One run, one process, the same prompt ids and the same number of greedy tokens e
 - our ``Assistant.chat`` with each serving mode of ``assistant.llm_serving`` (eager, merged, bf16, int8,
   and llama_cpp once per ``--gguf-types`` entry), and whether its greedy text equals the eager one;
 - llama.cpp (``llama_cpp``) on the packaged GGUF file when it is importable (base weights: the GGUF has
-  no LoRA), else a line saying it was skipped.
+  no LoRA), else a line saying it was skipped;
+- with ``--text-prompts``: each mode's greedy replies to the 32 text prompts of
+  ``training.text_regression`` against the eager ones, the prompts whose reply differs listed;
+- with ``--compiled``: transformers ``generate`` on the merged float32 and the int8 serving copies with a
+  static cache of one size and the decode step compiled by ``torch.compile`` (inductor; transformers compiles only on
+  accelerators unless told to, so it is told to), with the compile time and the graphs compiled again
+  for a second, longer conversation (0: growing conversations do not recompile).
 
 Prints medians over ``--repeats`` runs and ratios. Run: ``python benchmarks/bench_decode.py``.
 """
@@ -28,6 +34,7 @@ from assistant import Assistant  # noqa: E402
 from assistant.config import GGUF_TYPES, SERVING_MODES, EngineConfig  # noqa: E402
 
 logger = logging.getLogger("bench_decode")
+STATIC_CACHE_LEN = 1024  # one cache shape for every conversation, so a longer one does not recompile
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a mysterious map."
 
 
@@ -80,14 +87,46 @@ def llama_cpp(bot: Assistant, new_tokens: int, repeats: int) -> float | None:
     return statistics.median(speeds)
 
 
+def compiled_generate(mode: str, new_tokens: int, repeats: int) -> tuple[float, float, int]:
+    """Median tok/s of ``generate`` with a static cache and a compiled decode step on the ``mode`` serving
+    copy, the seconds its first (compiling) run took, and the graphs a second, longer prompt compiled."""
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig, StaticCache
+
+    bot = Assistant.from_pretrained(serving=mode)
+    llm = bot.model.llm
+    compile_config = CompileConfig(fullgraph=False, dynamic=False)
+    compile_config._compile_all_devices = True  # transformers' own switch for compiling on a CPU
+
+    def run(messages) -> float:
+        ids = torch.tensor([bot.prepare(messages).input_ids])
+        started = time.perf_counter()
+        with torch.inference_mode():
+            llm.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                         past_key_values=StaticCache(config=llm.config, max_cache_len=STATIC_CACHE_LEN),
+                         compile_config=compile_config)
+        return new_tokens / (time.perf_counter() - started)
+
+    first = [{"role": "user", "content": PROMPT}]
+    started = time.perf_counter()
+    run(first)
+    compile_s = time.perf_counter() - started
+    speed = statistics.median(run(first) for _ in range(repeats))
+    graphs = counters["stats"]["unique_graphs"]
+    run(first + [{"role": "assistant", "content": "Once upon a time " * 20}, {"role": "user", "content": "Go on."}])
+    return speed, compile_s, counters["stats"]["unique_graphs"] - graphs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=128, help="greedy tokens per run")
     parser.add_argument("--repeats", type=int, default=5, help="runs per path (the median is printed)")
     modes = [mode for mode in SERVING_MODES if mode != "auto"]  # auto is one of the others
     parser.add_argument("--modes", nargs="+", default=modes, choices=modes)
-    parser.add_argument("--gguf-types", nargs="+", default=["source", "q8_0", "q4_1"], choices=GGUF_TYPES,
+    parser.add_argument("--gguf-types", nargs="+", default=["f16", "source", "q8_0", "q4_1"], choices=GGUF_TYPES,
                         help="weights of the llama_cpp mode (one run each)")
+    parser.add_argument("--text-prompts", action="store_true", help="also compare greedy replies to the 32 text prompts")
+    parser.add_argument("--compiled", action="store_true", help="also torch.compile'd decode steps (merged, int8)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.tokens} greedy tokens, median of {args.repeats}")
@@ -101,6 +140,7 @@ def main() -> None:
     else:
         print(f"llama.cpp on the packaged GGUF       {engine:7.1f} tok/s  {engine / baseline:5.2f}x  (base weights, no LoRA)")
     reference = None
+    eager_replies = text_replies(eager) if args.text_prompts else {}
     runs = [(mode, None) for mode in args.modes if mode != "llama_cpp"]
     runs += [("llama_cpp", kind) for kind in args.gguf_types] if "llama_cpp" in args.modes else []
     for mode, kind in runs:
@@ -114,9 +154,24 @@ def main() -> None:
         reference = text if mode == "eager" else reference
         same = "same text as eager" if text == reference else f"text differs from eager at char {_first_difference(text, reference)}"
         print(f"Assistant.chat serving={label:<13} {speed:7.1f} tok/s  {speed / baseline:5.2f}x{versus(speed)}  {same}")
+        if args.text_prompts:
+            replies = text_replies(bot)
+            differ = [prompt for prompt, reply in replies.items() if reply != eager_replies[prompt]]
+            print(f"  32 text prompts: {32 - len(differ)} replies the same as eager" + "".join(f"\n    differs: {prompt!r}: "
+                  f"{eager_replies[prompt]!r} -> {replies[prompt]!r}" for prompt in differ))
         if bot is not eager:
             bot._engine.close()  # frees llama.cpp's cache before the next run allocates its own
             del bot
+    for mode in ("merged", "int8") if args.compiled else ():
+        speed, compile_s, recompiled = compiled_generate(mode, args.tokens, args.repeats)
+        print(f"generate {mode}, static cache, compiled {speed:7.1f} tok/s  {speed / baseline:5.2f}x{versus(speed)}  "
+              f"(first run with compiling {compile_s:.0f} s; a longer conversation compiled {recompiled} more graphs)")
+
+
+def text_replies(bot: Assistant, max_new_tokens: int = 40) -> dict[str, str]:
+    from training.text_regression import TEXT_PROMPTS
+
+    return {prompt: bot.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens) for prompt, _ in TEXT_PROMPTS}
 
 
 def _first_difference(a: str, b: str | None) -> int:

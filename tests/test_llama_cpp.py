@@ -151,7 +151,7 @@ def test_llama_cpp_computes_the_logits_of_the_merged_model(trained_artifact, ima
 
 
 def test_a_gguf_llm_is_served_from_its_own_file_with_its_lora_as_an_adapter(make_config, tmp_path, image_files):
-    """The default's path: an LLM loaded from a GGUF file runs in llama.cpp from that same file, and its LoRA
+    """gguf_type 'source': an LLM loaded from a GGUF file runs in llama.cpp from that same file, and its LoRA
     (unmerged) as a llama.cpp adapter: the logits are the PyTorch model's with that LoRA, not without it."""
     needs_llama_cpp()
     config = make_config(lora_r=4)
@@ -159,6 +159,7 @@ def test_a_gguf_llm_is_served_from_its_own_file_with_its_lora_as_an_adapter(make
     source = tmp_path / "tiny.gguf"
     write_gguf(Path(config.llm.model), llm.state_dict(), llm.config, "f16", source)
     config.llm = dataclasses.replace(config.llm, model=str(source))
+    config.engine = EngineConfig(gguf_type="source")
     bot = Assistant.from_config(config)
     randomise_lora(bot.model.llm, seed=2)
     fast = Assistant(bot.model, bot.tokenizer, dataclasses.replace(bot.config, llm=dataclasses.replace(bot.config.llm, serving="llama_cpp")))
@@ -242,3 +243,38 @@ def test_without_llama_cpp_the_mode_names_the_package(make_config, monkeypatch):
     config.llm = dataclasses.replace(config.llm, serving="llama_cpp")
     with pytest.raises(AssistantError, match="llama-cpp-python"):
         Assistant.from_config(config)
+
+
+def test_an_assistant_served_by_llama_cpp_saves_its_lora_unmerged(trained_artifact, tmp_path):
+    """llama.cpp gets the LoRA as an adapter or a merged copy; the PyTorch model keeps it unmerged, so saving
+    (from serving 'auto' too, which the built-in default uses) writes the artifact it was loaded from."""
+    needs_llama_cpp()
+    served = Assistant.from_pretrained(trained_artifact, serving="auto")
+    assert served.describe()["llm"].endswith("(llama_cpp weights)")
+    served.save_pretrained(tmp_path / "copy")
+    again = Assistant.from_pretrained(tmp_path / "copy", serving="eager")
+    original = Assistant.from_pretrained(trained_artifact, serving="eager")
+    lora = {name: p for name, p in original.model.llm.named_parameters() if "lora_" in name}
+    assert lora and all(torch.equal(p, dict(again.model.llm.named_parameters())[name]) for name, p in lora.items())
+    assert again.config.llm.serving == "eager" and served.config.llm.serving == "auto"
+
+
+@pytest.mark.integration
+def test_the_shipped_default_decodes_on_llama_cpp_and_answers_as_eager():
+    """The built-in default serves 'auto': llama.cpp on float16 merged weights. On the shipped examples and a
+    few text prompts its greedy replies are the eager PyTorch model's, word for word."""
+    import json
+
+    from launch_ui import EXAMPLES_DIR
+    from training.text_regression import TEXT_PROMPTS
+
+    needs_llama_cpp()
+    fast, eager = Assistant.from_pretrained(), Assistant.from_pretrained(serving="eager")
+    assert fast.describe()["llm"].endswith("(llama_cpp weights)") and fast.config.engine.gguf_type == "f16"
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": str(EXAMPLES_DIR / example["image"])},
+                                                   {"type": "text", "text": example["question"]}]}]
+                     for example in json.loads((EXAMPLES_DIR / "examples.json").read_text())]
+    prompts = [prompt for prompt, _ in TEXT_PROMPTS[:6]] + ["What is 2 + 2?"]  # q8_0 and bf16 answered "2" to it
+    conversations += [[{"role": "user", "content": prompt}] for prompt in prompts]
+    for messages in conversations:
+        assert fast.chat(messages, max_new_tokens=24) == eager.chat(messages, max_new_tokens=24), messages

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving", choices=SERVING_MODES, default=None,
                         help="vqa: the LLM weights to answer with (assistant.llm_serving; default: the adapter's)")
     parser.add_argument("--gguf-type", choices=GGUF_TYPES, default=None,
-                        help="vqa with --serving llama_cpp: engine.gguf_type (default source: the GGUF file and a LoRA adapter)")
+                        help="vqa with --serving llama_cpp: engine.gguf_type (default: the adapter's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.task in ("audio", "transcription"):
