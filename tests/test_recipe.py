@@ -58,7 +58,8 @@ def test_install_only_uses_the_runs_own_settings_and_keeps_the_shipped_adapter_o
     monkeypatch.setattr("training.evaluate.format_table", lambda report: "| table |")
     build_default.main(["--out", str(run), "--install-only"])  # no --connector given: the run's own is named
     card = (shipped / "MODEL_CARD.md").read_text()
-    assert (shipped / "assistant_config.json").read_text() == '{"new": true}'
+    installed = json.loads((shipped / "assistant_config.json").read_text())  # served as the shipped default is
+    assert installed == {"new": True, "llm": {"serving": "auto"}, "engine": {"gguf_type": "f16"}}
     assert "`resampler` connector" in card and "7 synthetic scenes" in card and "count questions (50%)" in card
 
     # A run from before the cell options existed was a plain mlp, one token per cell, whatever today's flags say.

@@ -275,7 +275,8 @@ def install(summary: dict, args: argparse.Namespace, out: Path) -> None:
     install_adapter(out / "instruct" / "adapter", SHIPPED, lambda: model_card(summary, args), keep=("image_head",))
     config_file = SHIPPED / "assistant_config.json"  # trained and evaluated eager; served as SHIPPED_SERVING says
     config = json.loads(config_file.read_text())
-    config["llm"]["serving"], config["engine"]["gguf_type"] = SHIPPED_SERVING, SHIPPED_GGUF_TYPE
+    config.setdefault("llm", {})["serving"] = SHIPPED_SERVING
+    config.setdefault("engine", {})["gguf_type"] = SHIPPED_GGUF_TYPE
     config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
