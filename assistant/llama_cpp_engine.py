@@ -1,10 +1,11 @@
 """Continuous batching on llama.cpp: ``BatchEngine``'s scheduling, llama.cpp's kernels and KV cache.
 
 Serving mode ``llama_cpp`` (``LLMConfig.serving``). The LLM runs in llama.cpp (llama-cpp-python's C
-API) from the GGUF file it was loaded from plus its LoRA as a llama.cpp adapter, or from a merged GGUF
-file (``assistant.llm_serving.llama_cpp_weights``); everything before the LLM stays in PyTorch. The request contract is ``BatchEngine.submit``'s, and so are the worker loop,
-admission, cancellation, sampling, grammars and counters (inherited); what differs is where the
-cache lives and how a step runs:
+API) from a GGUF file of the LoRA-merged weights, or from the GGUF file it was loaded from plus its LoRA
+as a llama.cpp adapter (``assistant.llm_serving.llama_cpp_weights``); everything before the LLM stays in
+PyTorch. The request contract is ``BatchEngine.submit``'s, and so are the worker loop, admission,
+cancellation, sampling, grammars and counters (inherited); what differs is where the cache lives and how
+a step runs:
 
 - prompts go in as embeddings (llama.cpp's batch ``embd`` input): the text tokens' rows of our own
   embedding table and the connectors' media tokens alike, so pictures and audio need nothing new;

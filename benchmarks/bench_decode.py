@@ -155,9 +155,9 @@ def main() -> None:
         same = "same text as eager" if text == reference else f"text differs from eager at char {_first_difference(text, reference)}"
         print(f"Assistant.chat serving={label:<13} {speed:7.1f} tok/s  {speed / baseline:5.2f}x{versus(speed)}  {same}")
         if args.text_prompts:
-            replies = text_replies(bot)
+            replies = eager_replies if bot is eager else text_replies(bot)
             differ = [prompt for prompt, reply in replies.items() if reply != eager_replies[prompt]]
-            print(f"  32 text prompts: {32 - len(differ)} replies the same as eager" + "".join(f"\n    differs: {prompt!r}: "
+            print(f"  {len(replies)} text prompts: {len(replies) - len(differ)} replies the same as eager" + "".join(f"\n    differs: {prompt!r}: "
                   f"{eager_replies[prompt]!r} -> {replies[prompt]!r}" for prompt in differ))
         if bot is not eager:
             bot._engine.close()  # frees llama.cpp's cache before the next run allocates its own

@@ -249,7 +249,8 @@ class ChatCompletions:
             if server_side:
                 return self.assistant.run_stream(messages, self.plugin_tools, choice, self.config.plugin_max_steps, None,
                                                  parallel_tool_calls=parallel, cancel=cancel, **sampling)
-            schema = {"response_schema": body.reply_schema()} if body.reply_schema() is not None else {}
+            reply_schema = body.reply_schema()
+            schema = {"response_schema": reply_schema} if reply_schema is not None else {}
             return self.assistant.stream_events(messages, tools=tools or None, tool_choice=choice, parallel_tool_calls=parallel,
                                                 cancel=cancel, **schema, **sampling)
 
