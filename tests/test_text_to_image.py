@@ -6,6 +6,7 @@ import random
 import threading
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -181,6 +182,9 @@ class Scripted:
             on_step(1, 1)
         return [render(self.scenes[min(len(self.seeds), len(self.scenes)) - 1])]
 
+    def drawn_prompt(self, request):
+        return request.prompt
+
 
 def _one(colour, seed=0):
     while True:
@@ -192,13 +196,13 @@ def _one(colour, seed=0):
 
 def test_self_checking_draws_again_with_the_next_seed_until_the_picture_matches():
     engine = Scripted([_one("blue"), _one("red")])
-    [(picture, verdict, tries)] = draw_checked(engine, ImageRequest("a red circle", seed=7), tries=3)
-    assert verdict.passed and tries == 2 and engine.seeds == [7, 8]
+    [(picture, verdict, tries, drawn_prompt)] = draw_checked(engine, ImageRequest("a red circle", seed=7), tries=3)
+    assert verdict.passed and tries == 2 and engine.seeds == [7, 8] and drawn_prompt == "a red circle"
     engine = Scripted([_one("blue")])
-    [(picture, verdict, tries)] = draw_checked(engine, ImageRequest("a red circle", seed=7), tries=3)
+    [(picture, verdict, tries, _)] = draw_checked(engine, ImageRequest("a red circle", seed=7), tries=3)
     assert not verdict.passed and tries == 3  # never right: the last try is kept, and reported as a miss
-    [(_, _, tries)] = draw_checked(Scripted([_one("blue")]), ImageRequest("a red circle"), tries=1)
-    assert tries == 1
+    [kept] = draw_checked(Scripted([_one("blue")]), ImageRequest("a red circle"), tries=1)
+    assert kept.tries == 1
 
 
 def test_the_plugin_through_the_runner_shows_the_picture_reports_progress_and_says_what_passed(monkeypatch):
@@ -258,3 +262,68 @@ def test_the_command_line_draws_and_writes_the_pictures(scene_folder, tmp_path, 
     assert "pic_1.png: 32x32" in capsys.readouterr().out
     assert main(["a red circle", "--model", str(scene_folder), "--steps", "99"]) == 2
     assert "steps must be 1-50" in capsys.readouterr().err
+
+
+def test_the_layout_planner_spells_out_every_object_and_keeps_what_the_prompt_gave():
+    from plugins.text_to_image.layout import MAX_PER_REGION, plan_prompt
+
+    for seed in range(20):
+        planned = parse_prompt(plan_prompt("three stars", seed))
+        assert [(want.count, want.shape, want.size) for want in planned] == [(1, "star", "large")] * 3
+        assert len({want.colour for want in planned}) == 3 and all(want.colour in PALETTE for want in planned)
+        regions = [want.position for want in planned]
+        assert max(regions.count(region) for region in regions) <= MAX_PER_REGION
+        kept = parse_prompt(plan_prompt("a small red circle on the left and two blue squares", seed))
+        assert kept[0] == parse_prompt("a small red circle on the left")[0]
+        assert [(want.colour, want.shape, want.count) for want in kept[1:]] == [("blue", "square", 1)] * 2
+    plans = {plan_prompt("a red circle and a green star", seed) for seed in range(10)}
+    assert len(plans) > 1 and plan_prompt("a red circle", 3) == plan_prompt("a red circle", 3)  # seeded: a retry tries another layout
+    assert plan_prompt("a sunset over the sea", 0) == "a sunset over the sea"  # nothing the domain can lay out
+    assert plan_prompt("six circles and two stars", 0) == "six circles and two stars"  # more than a scene holds
+
+
+def test_a_scene_model_draws_the_planned_prompt_only_when_it_was_trained_for_it(scene_folder):
+    from dataclasses import replace
+
+    engine, request = SceneEngine(scene_folder), ImageRequest("two circles", seed=4)
+    assert engine.model.config.plan_layout
+    assert [(want.count, want.shape) for want in parse_prompt(engine.drawn_prompt(request))] == [(1, "circle")] * 2
+    engine.model.config = replace(engine.model.config, plan_layout=False)
+    assert engine.drawn_prompt(request) == "two circles"
+
+
+def test_planned_objects_get_boxes_inside_their_regions_clear_of_each_other():
+    from plugins.text_to_image.layout import GAP, REGION_BOXES, SIDES, plan_scene
+
+    for seed in range(30):
+        prompt, layout = plan_scene("two circles, a small red star at the top and a green square on the left", seed)
+        wanted = parse_prompt(prompt)
+        assert [phrase for phrase, _ in layout] == [f"a {w.size} {w.colour} {w.shape}" for w in wanted]
+        for want, (_, (left, top, right, bottom)) in zip(wanted, layout):
+            region = REGION_BOXES[want.position]
+            assert region[0] <= left < right <= region[2] and region[1] <= top < bottom <= region[3], (want, layout)
+            assert right - left == pytest.approx(bottom - top) and (SIDES["small"][0] <= right - left <= SIDES["large"][1])
+        boxes = [box for _, box in layout]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] + GAP <= b[0] + 1e-9 or b[2] + GAP <= a[0] + 1e-9 or a[3] + GAP <= b[1] + 1e-9 or b[3] + GAP <= a[1] + 1e-9
+    assert plan_scene("a sunset", 0) is None
+
+
+def test_the_layout_map_paints_each_phrase_over_its_box_and_reaches_the_unet(scene_folder):
+    import torch.nn.functional as F
+
+    model = SceneEngine(scene_folder).model
+    side, channels = model.config.resolution, model.config.layout_channels
+    layout = [("a large red circle", (0.0, 0.0, 0.5, 0.25)), ("a small blue star", (0.5, 0.5, 0.75, 0.75))]
+    maps = model.layout_map([layout, []])
+    assert maps.shape == (2, channels + model.config.cell_channels, model.config.grid, model.config.grid) and not maps[1].any()
+    inside, across, down = F.pixel_shuffle(maps[:, channels:], model.config.patch)[0]  # (R, R) each, back in pixels
+    assert inside.sum().item() == (0.5 * 0.25 + 0.25 * 0.25) * side * side
+    assert inside[0, 0] == 1 and inside[-1, -1] == 0 and inside[side // 2, side // 2] == 1
+    assert -1 < across[0, 0] < -0.9 and 0.9 < across[0, side // 2 - 1] < 1 and -1 < down[0, 0] < -0.8  # where in its box
+    red = model.prompts.phrase_vectors(["a large red circle"])[0] @ model.projection
+    assert torch.allclose(maps[0, :channels, 0, 0], red, atol=1e-5)  # the first cell lies wholly in the red circle's box
+    with_layout = model.generate("a red circle", seed=1, layout=layout)[0]
+    without = model.generate("a red circle", seed=1)[0]
+    assert np.asarray(with_layout).tobytes() != np.asarray(without).tobytes()

@@ -44,11 +44,11 @@ def tiny_stable_diffusion(folder: Path) -> Path:
 
 
 def tiny_scene_model(folder: Path) -> Path:
-    """Save a random scene model (32-pixel pictures, 8-pixel cells, two 32-channel levels) to ``folder``."""
+    """Save a random scene model (32-pixel pictures, 8-pixel cells, two 32-channel levels, the second attending) to ``folder``."""
     from plugins.text_to_image.scene_model import PromptEncoder, SceneModel, SceneModelConfig, build_scheduler, build_unet
 
     torch.manual_seed(0)
-    config = SceneModelConfig(resolution=32, patch=8, channels=(32, 32), default_steps=3)
+    config = SceneModelConfig(resolution=32, patch=8, channels=(32, 32), attention_from=1, default_steps=3)
     prompts = PromptEncoder(config.text_encoder, config.text_tokens)
     SceneModel(build_unet(config, prompts.dim).eval(), build_scheduler(), config, prompts).save(folder)
     return folder

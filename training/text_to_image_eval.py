@@ -7,7 +7,8 @@ shape right, size too when named), two objects (every attribute of both right), 
 position, and a count of one shape ("three stars": exactly three). A prompt passes when
 ``plugins.text_to_image.checker.check`` finds every requirement met. Each prompt is drawn up to
 ``--tries`` times with consecutive seeds, as the plugin's self-check does; the first try alone is the
-score without retries. ``independent_prompts`` asks for the same things in wording the training
+score without retries. ``--no-plan`` scores the scene model on the prompt alone (no layout planner, no layout map).
+``independent_prompts`` asks for the same things in wording the training
 prompts never use ("one big red ball", "a blue square below"), so a model that learnt its own
 prompt templates rather than the words shows it. Seconds per picture are wall time.
 """
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from plugins.text_to_image.checker import PALETTE, SHAPE_WORDS, check
-from plugins.text_to_image.engine import ImageRequest, TextToImageConfig, load_engine
+from plugins.text_to_image.engine import ImageRequest, SceneEngine, TextToImageConfig, load_engine
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +114,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-category", type=int, default=50, help="prompts per category")
     parser.add_argument("--tries", type=int, default=3, help="draws per prompt with self-checking")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    parser.add_argument("--no-plan", action="store_true", help="draw the prompt as written: no layout planner, no layout map")
     parser.add_argument("--out", default=None, help="write the report (with every answer) here as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     engine = load_engine(TextToImageConfig(model=args.model))
-    report = {"model": engine.name}
+    if args.no_plan and isinstance(engine, SceneEngine):
+        engine = SceneEngine(engine.folder, plan_layout=False)  # its own copy: the cached engine keeps planning
+    report = {"model": engine.name, "planned": isinstance(engine, SceneEngine) and engine.model.config.plan_layout}
     for name, independent in (("held_out", False), ("independent", True)):
         report[name] = score(engine, heldout_prompts(args.per_category, independent=independent), args.tries, steps=args.steps)
         print(f"\n{name} ({engine.name}):\n{format_report(report[name])}\nseconds per picture (median): "

@@ -56,11 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     bar.close()
     out = Path(args.out)
-    for number, (picture, verdict, tries) in enumerate(drawn, start=1):
+    for number, (picture, verdict, tries, drawn_prompt) in enumerate(drawn, start=1):
         path = out if len(drawn) == 1 else out.with_name(f"{out.stem}_{number}{out.suffix}")
         picture.save(path)
         seen = "not checked" if verdict is None else f"{'matches' if verdict.passed else 'misses'} ({verdict.summary()})"
-        print(f"{path}: {picture.width}x{picture.height}, {tries} tries, {seen}")
+        print(f"{path}: {picture.width}x{picture.height}, {tries} tries, drawn as {drawn_prompt!r}, {seen}")
     return 0
 
 

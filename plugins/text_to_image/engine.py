@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from assistant.errors import AssistantError
+from plugins.text_to_image.layout import plan_scene
 from plugins.text_to_image.scene_model import GenerationCancelled, SceneModel
 
 logger = logging.getLogger(__name__)
@@ -118,23 +119,38 @@ class ImageEngine(Protocol):
     def generate(self, request: ImageRequest, on_step: OnStep | None = None,
                  cancel: threading.Event | None = None) -> list[Image.Image]: ...
 
+    def drawn_prompt(self, request: ImageRequest) -> str: ...
+
 
 class SceneEngine:
     """The project's scene model; it draws at its own resolution (width and height must match it or be None)."""
 
     scene_domain = True
 
-    def __init__(self, folder: str | Path = SHIPPED_MODEL, device: str = "cpu") -> None:
+    def __init__(self, folder: str | Path = SHIPPED_MODEL, device: str = "cpu", plan_layout: bool | None = None) -> None:
+        self.folder = Path(folder)
         self.model = SceneModel.from_folder(folder, device=device)
-        self.name = "scene-model" if Path(folder) == SHIPPED_MODEL else f"scene-model:{folder}"
+        if plan_layout is not None:  # None: as the model was trained
+            self.model.config = dataclasses.replace(self.model.config, plan_layout=plan_layout)
+        self.name = "scene-model" if self.folder == SHIPPED_MODEL else f"scene-model:{folder}"
 
     def generate(self, request: ImageRequest, on_step: OnStep | None = None, cancel: threading.Event | None = None) -> list[Image.Image]:
         side = self.model.config.resolution
         for name in ("width", "height"):
             if getattr(request, name) not in (None, side):
                 raise AssistantError(f"the built-in scene model draws {side}x{side} pictures; {name}={getattr(request, name)} is not possible")
-        return self.model.generate(request.prompt, request.negative_prompt, request.steps, request.guidance, request.images,
-                                   request.seed, on_step, cancel)
+        planned = self._plan(request)
+        prompt, layout = planned if planned is not None else (request.prompt, None)
+        return self.model.generate(prompt, request.negative_prompt, request.steps, request.guidance, request.images, request.seed,
+                                   on_step, cancel, layout)
+
+    def _plan(self, request: ImageRequest) -> tuple[str, Any] | None:
+        return plan_scene(request.prompt, request.seed) if self.model.config.plan_layout else None
+
+    def drawn_prompt(self, request: ImageRequest) -> str:
+        """The prompt the model is given: ``request.prompt`` completed by the layout planner when the model uses one."""
+        planned = self._plan(request)
+        return request.prompt if planned is None else planned[0]
 
 
 class _Stop(Exception):
@@ -158,6 +174,10 @@ class DiffusersEngine:
         self.pipeline.set_progress_bar_config(disable=True)
         self.name, self.device = f"diffusers:{model}", device
         self._lock = threading.Lock()
+
+    def drawn_prompt(self, request: ImageRequest) -> str:
+        """The prompt as given: a general pipeline plans nothing."""
+        return request.prompt
 
     def generate(self, request: ImageRequest, on_step: OnStep | None = None, cancel: threading.Event | None = None) -> list[Image.Image]:
         total = request.steps or 25

@@ -27,12 +27,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "scene_model.json"
+LAYOUT_FILE = "layout_projection.safetensors"
 DEFAULT_TEXT_ENCODER = "default"  # the packaged all-MiniLM-L6-v2
 
 
@@ -41,15 +43,23 @@ class SceneModelConfig:
     """The shape of a scene model; saved next to its UNet."""
 
     resolution: int = field(default=128, metadata={"help": "picture side in pixels"})
-    patch: int = field(default=8, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
-    channels: tuple[int, ...] = field(default=(64, 128, 192), metadata={"help": "UNet block widths, one per level"})
+    patch: int = field(default=4, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
+    channels: tuple[int, ...] = field(default=(32, 64, 128, 256), metadata={"help": "UNet block widths, one per level"})
+    attention_from: int = field(default=2, metadata={"help": "first level (0 = the full grid) whose blocks attend to the prompt"})
+    coordinates: bool = field(default=True, metadata={"help": "give the UNet two coordinate channels (x, y) beside the picture"})
     text_tokens: int = field(default=48, metadata={"help": "prompt tokens the UNet attends to (longer prompts are an error)"})
     text_encoder: str = field(default=DEFAULT_TEXT_ENCODER, metadata={"help": "sentence-transformers folder, or 'default'"})
+    layout_channels: int = field(default=24, metadata={"help": "width of the layout map (each object's phrase vector painted "
+                                                                "over its box); 0: prompt only"})
+    plan_layout: bool = field(default=True, metadata={"help": "complete prompts with a size, colour and place for every object "
+                                                                 "before drawing (``layout.plan_prompt``)"})
     default_steps: int = field(default=20, metadata={"help": "DDIM steps when a request gives none"})
     default_guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance when a request gives none"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
+        if not 0 <= self.attention_from < len(self.channels):
+            raise AssistantError(f"attention_from must name one of the {len(self.channels)} levels, got {self.attention_from}")
         if self.resolution % self.patch or (self.resolution // self.patch) % 2 ** (len(self.channels) - 1):
             raise AssistantError(f"resolution {self.resolution} must split into {self.patch}-pixel cells on a grid that halves "
                                  f"{len(self.channels) - 1} times")
@@ -62,18 +72,31 @@ class SceneModelConfig:
     def cell_channels(self) -> int:
         return 3 * self.patch * self.patch
 
+    @property
+    def input_channels(self) -> int:
+        return self.cell_channels + (2 if self.coordinates else 0) + (self.layout_channels + self.cell_channels if self.layout_channels else 0)
+
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the picture side
+Layout = list[tuple[str, Box]]  # one (phrase, box) per object: ("a large red star", (0.1, 0.4, 0.27, 0.57))
+
+
+def build_projection(config: SceneModelConfig, text_dim: int = 384) -> torch.Tensor:
+    """The fixed random map (text_dim, layout_channels) from a phrase's sentence vector to its layout-map vector."""
+    return torch.randn(text_dim, config.layout_channels, generator=torch.Generator().manual_seed(0))
+
 
 def build_unet(config: SceneModelConfig, text_dim: int = 384) -> Any:
-    """A fresh UNet for ``config``: cross-attention on every level but the first."""
+    """A fresh UNet for ``config``: cross-attention on the levels from ``attention_from`` down."""
     from diffusers import UNet2DConditionModel
 
     levels = len(config.channels)
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
-    up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    down = tuple("CrossAttnDownBlock2D" if level >= config.attention_from else "DownBlock2D" for level in range(levels))
+    up = tuple("CrossAttnUpBlock2D" if level >= config.attention_from else "UpBlock2D" for level in reversed(range(levels)))
     return UNet2DConditionModel(
-        sample_size=config.grid, in_channels=config.cell_channels, out_channels=config.cell_channels,
+        sample_size=config.grid, in_channels=config.input_channels, out_channels=config.cell_channels,
         block_out_channels=config.channels, down_block_types=down, up_block_types=up, layers_per_block=1,
-        cross_attention_dim=text_dim, attention_head_dim=32, norm_num_groups=32,
+        cross_attention_dim=text_dim, attention_head_dim=32, norm_num_groups=min(32, min(config.channels) // 2),
     )
 
 
@@ -103,12 +126,22 @@ class PromptEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._lock = threading.Lock()
 
+    @torch.no_grad()
+    def phrase_vectors(self, phrases: list[str]) -> torch.Tensor:
+        """(N, dim) unit sentence vectors of short phrases (mean of the token states, as sentence-transformers pools)."""
+        batch = self.tokenizer(phrases, padding="longest", return_tensors="pt").to(self.device)
+        with self._lock:
+            states = self.model(**batch).last_hidden_state.float()
+        weights = batch["attention_mask"].unsqueeze(-1).float()
+        return F.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
+
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(states, mask)``: (N, tokens, dim) float32 and (N, tokens) 1 for real tokens.
+        """``(states, mask)``: (N, T, dim) float32 and (N, T) 1 for real tokens, T the longest prompt's tokens (at
+        most ``tokens``; padding never changes a real token's state, so the batch does not change a prompt's picture).
 
         Raises:
             AssistantError: A prompt is longer than ``tokens`` tokens.
@@ -117,7 +150,7 @@ class PromptEncoder:
             if self.count_tokens(prompt) > self.tokens:
                 raise AssistantError(f"the prompt {prompt[:60]!r} is {self.count_tokens(prompt)} tokens; this model reads at most "
                                      f"{self.tokens}. Shorten it.")
-        batch = self.tokenizer(prompts, padding="max_length", max_length=self.tokens, truncation=True, return_tensors="pt").to(self.device)
+        batch = self.tokenizer(prompts, padding="longest", return_tensors="pt").to(self.device)
         with self._lock:
             states = self.model(**batch).last_hidden_state
         return states.float(), batch["attention_mask"]
@@ -130,9 +163,12 @@ class GenerationCancelled(AssistantError):
 class SceneModel:
     """A trained scene model: UNet + scheduler + prompt encoder, and DDIM sampling."""
 
-    def __init__(self, unet: Any, scheduler: Any, config: SceneModelConfig, prompts: PromptEncoder | None = None) -> None:
+    def __init__(self, unet: Any, scheduler: Any, config: SceneModelConfig, prompts: PromptEncoder | None = None,
+                 projection: torch.Tensor | None = None) -> None:
         self.unet, self.scheduler, self.config = unet, scheduler, config
         self.prompts = prompts or PromptEncoder(config.text_encoder, config.text_tokens)
+        self.projection = build_projection(config, self.prompts.dim) if projection is None else projection
+        self._phrases: dict[str, torch.Tensor] = {}  # phrase -> layout vector (the domain has few phrases)
         self._lock = threading.Lock()  # the scheduler keeps per-run state
 
     @classmethod
@@ -151,9 +187,11 @@ class SceneModel:
             config = SceneModelConfig(**json.loads((folder / CONFIG_FILE).read_text()))
             unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, use_safetensors=True)
             scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
-        except (OSError, ValueError, TypeError, json.JSONDecodeError) as error:
+            projection = load_file(folder / LAYOUT_FILE)["projection"].float() if config.layout_channels else None
+        except (OSError, ValueError, TypeError, KeyError, json.JSONDecodeError) as error:
             raise AssistantError(f"cannot load the scene model in {folder}: {error}") from None
-        return cls(unet.to(device).eval(), scheduler, config, PromptEncoder(config.text_encoder, config.text_tokens, device))
+        prompts = PromptEncoder(config.text_encoder, config.text_tokens, device)
+        return cls(unet.to(device).eval(), scheduler, config, prompts, projection)
 
     def save(self, folder: str | Path, dtype: torch.dtype = torch.float16) -> None:
         """Write the model (UNet weights in ``dtype``) to ``folder``."""
@@ -163,11 +201,47 @@ class SceneModel:
         (copy.half() if dtype == torch.float16 else copy.bfloat16() if dtype == torch.bfloat16 else copy.float()).save_pretrained(
             folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
+        if self.config.layout_channels:
+            save_file({"projection": self.projection.contiguous()}, folder / LAYOUT_FILE)
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
-    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction for ``noisy`` pictures (N, 3, R, R) in [-1, 1], in picture space."""
-        cells = F.pixel_unshuffle(noisy, self.config.patch)
+    def layout_map(self, layouts: list[Layout]) -> torch.Tensor:
+        """(N, layout_channels + 3*patch^2, grid, grid), an empty layout all zeros. Per pixel (folded into cells like the
+        picture): whether it lies in an object's box, and where in that box (x and y from -1 to 1); per cell: the
+        object's phrase vector, weighted by the share of the cell its box covers. The box says where; the phrase what."""
+        side, patch, channels = self.config.resolution, self.config.patch, self.config.layout_channels
+        new = sorted({phrase for layout in layouts for phrase, _ in layout} - set(self._phrases))
+        if new:
+            self._phrases.update(zip(new, self.prompts.phrase_vectors(new).cpu() @ self.projection))
+        pixels = torch.zeros(len(layouts), 3, side, side)  # (N, [inside, x in box, y in box], R, R)
+        phrases = torch.zeros(len(layouts), channels, side, side)
+        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        for row, layout in enumerate(layouts):
+            for phrase, (left, top, right, bottom) in layout:
+                across = ((centres - left) / max(right - left, 1e-6)) * 2 - 1  # (R,) -1 at the left edge, 1 at the right
+                down = ((centres - top) / max(bottom - top, 1e-6)) * 2 - 1
+                inside = ((across.abs() <= 1)[None, :] & (down.abs() <= 1)[:, None]).float()  # (R, R)
+                pixels[row, 0] += inside
+                pixels[row, 1] += inside * across[None, :]
+                pixels[row, 2] += inside * down[:, None]
+                phrases[row] += self._phrases[phrase][:, None, None] * inside
+        cells = F.avg_pool2d(phrases, patch)  # (N, layout_channels, grid, grid)
+        return torch.cat([cells, F.pixel_unshuffle(pixels, patch)], dim=1)
+
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
+                layout: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's prediction for ``noisy`` pictures (N, 3, R, R) in [-1, 1], in picture space; ``layout`` is
+        ``layout_map``'s (zeros when None)."""
+        cells = F.pixel_unshuffle(noisy, self.config.patch)  # (N, 3*patch^2, grid, grid)
+        extra = []
+        if self.config.coordinates:
+            ramp = torch.linspace(-1, 1, self.config.grid, device=cells.device)
+            y, x = torch.meshgrid(ramp, ramp, indexing="ij")
+            extra.append(torch.stack([x, y]).expand(len(cells), 2, -1, -1))  # (N, 2, grid, grid)
+        if self.config.layout_channels:
+            shape = (len(cells), self.config.layout_channels + self.config.cell_channels, self.config.grid, self.config.grid)
+            extra.append(torch.zeros(shape, device=cells.device) if layout is None else layout.to(cells.device))
+        cells = torch.cat([cells, *extra], dim=1)  # (N, input_channels, grid, grid)
         dtype = next(self.unet.parameters()).dtype
         out = self.unet(cells.to(dtype), timesteps, encoder_hidden_states=states.to(dtype), encoder_attention_mask=mask).sample
         return F.pixel_shuffle(out.float(), self.config.patch)
@@ -176,9 +250,10 @@ class SceneModel:
     def generate(
         self, prompt: str, negative_prompt: str = "", steps: int | None = None, guidance: float | None = None,
         images: int = 1, seed: int = 0, on_step: Callable[[int, int], None] | None = None,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, layout: Layout | None = None,
     ) -> list[Image.Image]:
-        """``images`` pictures of ``prompt`` at the model's resolution; ``on_step(done, total)`` after each step.
+        """``images`` pictures of ``prompt`` (placed as ``layout`` says, when given) at the model's resolution;
+        ``on_step(done, total)`` after each step. The unconditional branch has the negative prompt and no layout.
 
         Raises:
             GenerationCancelled: ``cancel`` was set between two steps.
@@ -189,6 +264,7 @@ class SceneModel:
         states, mask = self.prompts([prompt] * images + [negative_prompt] * images)
         device = next(self.unet.parameters()).device
         states, mask = states.to(device), mask.to(device)
+        maps = self.layout_map([layout or []] * images + [[]] * images).to(device) if self.config.layout_channels else None
         side = self.config.resolution
         generator = torch.Generator("cpu").manual_seed(seed)
         sample = torch.randn((images, 3, side, side), generator=generator).to(device)
@@ -198,7 +274,7 @@ class SceneModel:
             for index, timestep in enumerate(timesteps):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled(f"generation cancelled after {index} of {len(timesteps)} steps")
-                both = self.denoise(torch.cat([sample, sample]), timestep.expand(2 * images).to(device), states, mask)
+                both = self.denoise(torch.cat([sample, sample]), timestep.expand(2 * images).to(device), states, mask, maps)
                 conditional, unconditional = both.chunk(2)
                 predicted = unconditional + guidance * (conditional - unconditional)
                 sample = self.scheduler.step(predicted, timestep, sample).prev_sample

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from langchain_core.tools import InjectedToolArg, ToolException
 from PIL import Image
@@ -77,9 +77,16 @@ def _read_back(engine: ImageEngine, prompt: str, picture: Image.Image, assistant
     return vision_check(prompt, picture, assistant) if assistant is not None else None
 
 
-def draw_checked(
-    engine: ImageEngine, request: ImageRequest, tries: int, context: ToolContext | None = None,
-) -> list[tuple[Image.Image, CheckResult | None, int]]:
+class Drawn(NamedTuple):
+    """One kept picture: its check against the request's prompt, the tries it took, and the prompt the model drew."""
+
+    picture: Image.Image
+    verdict: CheckResult | None
+    tries: int
+    drawn_prompt: str
+
+
+def draw_checked(engine: ImageEngine, request: ImageRequest, tries: int, context: ToolContext | None = None) -> list[Drawn]:
     """Each of ``request.images`` pictures with its check and the tries it took (seeds ``seed``, ``seed+1``, ...);
     ``tries`` 1 means no retries."""
     assistant = context.assistant if context is not None else None
@@ -97,7 +104,7 @@ def draw_checked(
             picture = engine.generate(single, step, cancel)[0]
             verdict = _read_back(engine, request.prompt, picture, assistant)
             if verdict is None or verdict.passed or attempt == tries - 1:
-                results.append((picture, verdict, attempt + 1))
+                results.append(Drawn(picture, verdict, attempt + 1, engine.drawn_prompt(single)))
                 break
     return results
 
@@ -138,11 +145,12 @@ def generate_image(
     except AssistantError as error:
         raise ToolException(str(error)) from None
     lines = [note + f"Prompt: {wanted}", f"Model: {engine.name}"]
-    for number, (picture, verdict, tries) in enumerate(drawn, start=1):
+    for number, (picture, verdict, tries, drawn_prompt) in enumerate(drawn, start=1):
         seen = "not checked" if verdict is None else (("matches the prompt" if verdict.passed else "does not match the prompt")
                                                       + f" ({verdict.summary()})")
-        lines.append(f"Picture {number} ({picture.width}x{picture.height}, {tries} {'try' if tries == 1 else 'tries'}): {seen}")
+        planned = f", drawn as \"{drawn_prompt}\"" if drawn_prompt != wanted else ""
+        lines.append(f"Picture {number} ({picture.width}x{picture.height}, {tries} {'try' if tries == 1 else 'tries'}{planned}): {seen}")
     if engine.scene_domain and not parse_prompt(wanted):
         lines.append("The built-in model only draws circles, squares, triangles and stars in eight colours; nothing in this "
                      "prompt is one of those, so the picture is a guess.")
-    return "\n".join(lines), [{"type": "image", "image": _shown(picture)} for picture, _, _ in drawn]
+    return "\n".join(lines), [{"type": "image", "image": _shown(item.picture)} for item in drawn]
