@@ -4,15 +4,17 @@
     python -m training.recipes.build_text_to_image --install      # train, evaluate, install with a model card
 
 Every step draws fresh scenes from the scene generator (``training.data.scene_layout``, rendered at
-the model's resolution: no resizing, so edges stay the palette's colours) and writes a prompt for
-each (``scene_prompt``): every object named, with its size and position sometimes left out, in
-varied order; scenes of one shape repeated ("three circles") teach counts. The frozen MiniLM reads the
-prompts; one in ten is dropped to the empty prompt, which sampling uses as its unconditional branch.
-The UNet learns to predict the clean picture from a noised one (plain MSE), with an exponential moving
-average of its weights kept for sampling. Optimisation runs through ``accelerate`` (one process here,
-DDP under ``accelerate launch``). The model is saved in 16-bit.
+the model's resolution: no resizing, so edges stay the palette's colours), with a prompt and a layout
+for each. Three prompts in four spell out every object as the layout planner writes them
+(``full_prompt``: "a large red star on the left and ..."); the rest are varied (``scene_prompt``): sizes
+and positions sometimes left out, scenes of one shape named by count ("three circles"). The layout is
+each object's phrase and true box, as ``plugins.text_to_image.layout.place`` gives them at run time.
+One scene in ten gets the empty prompt and no layout (the unconditional branch of guidance), one in
+ten its prompt without a layout (so a prompt alone still draws something). The UNet predicts the
+velocity (plain MSE on it).
+An exponential moving average of the weights is kept for sampling. Optimisation runs through
+``accelerate`` (one process here, DDP under ``accelerate launch``). The model is saved in 16-bit.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -51,7 +53,7 @@ class TextToImageTrainConfig:
     """How to train; the command line is built from these fields."""
 
     out: str = field(default="runs/t2i", metadata={"help": "output folder: model/, samples.png, train_report.json"})
-    steps: int = field(default=2500, metadata={"help": "optimiser steps"})
+    steps: int = field(default=1500, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=16, metadata={"help": "scenes per step"})
     learning_rate: float = field(default=6e-4, metadata={"help": "AdamW peak learning rate (cosine decay)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
@@ -62,10 +64,8 @@ class TextToImageTrainConfig:
     layout_channels: int = field(default=24, metadata={"help": "layout map width (0: the model reads the prompt only)"})
     full_prompt_share: float = field(default=0.75, metadata={"help": "share of prompts that spell out every object's size, "
                                                                        "colour, shape and place (the layout planner's form)"})
-    snr_gamma: float = field(default=5.0, metadata={"help": "loss weight min(SNR + 1, gamma) on the clean-picture error "
-                                                             "(the noise-prediction error, capped); 0: unweighted"})
-    resolution: int = field(default=128, metadata={"help": "picture side in pixels (scenes are rendered at it)"})
-    patch: int = field(default=4, metadata={"help": "pixels per cell side (the UNet sees a (resolution/patch)^2 grid)"})
+    resolution: int = field(default=96, metadata={"help": "picture side in pixels (scenes are rendered at it)"})
+    patch: int = field(default=3, metadata={"help": "pixels per cell side (the UNet sees a (resolution/patch)^2 grid)"})
     channels: str = field(default="32,64,128,256", metadata={"help": "UNet block widths, comma-separated (one level each)"})
     attention_from: int = field(default=2, metadata={"help": "first UNet level that attends to the prompt (0: the full grid)"})
     seed: int = field(default=0, metadata={"help": "scene seeds and initialisation"})
@@ -182,9 +182,10 @@ def train(config: TextToImageTrainConfig) -> dict:
         with accelerator.autocast():
             predicted = shaper.denoise(noisy.to(accelerator.device), timesteps.to(accelerator.device),
                                        states.to(accelerator.device), mask.to(accelerator.device), layout)
-        error = (predicted.float() - pictures.to(accelerator.device)).pow(2).mean(dim=(1, 2, 3))  # (N,)
-        if config.snr_gamma > 0:  # 1/sigma^2 = SNR + 1 turns this into the noise error; capped so clean steps do not dominate
-            error = error * (1 / (1 - scale.view(-1) ** 2)).clamp(max=config.snr_gamma).to(error.device)
+        # the UNet predicts the velocity v = alpha * noise - sigma * picture (plain MSE on v: every noise level counts,
+        # so the low-noise steps that clean the last grain are learnt too); the picture it implies is alpha * noisy - sigma * v
+        velocity = scale * noise - (1 - scale**2).sqrt() * pictures
+        error = (predicted.float() - velocity.to(accelerator.device)).pow(2).mean(dim=(1, 2, 3))  # (N,)
         loss = error.mean()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)

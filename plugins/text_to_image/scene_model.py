@@ -2,21 +2,24 @@
 
 No text-to-image model ships in any package, so the project trains this one (``training.text_to_image``).
 It works on pixels, not on an autoencoder's latents (none is packaged): the picture is folded into
-``patch`` x ``patch`` pixel cells (``pixel_unshuffle``), so a 128-pixel picture is a 16 x 16 grid of
-192-channel cells, and a ``diffusers.UNet2DConditionModel`` denoises that grid. The UNet predicts the
-clean picture (``prediction_type="sample"``): with large cells, predicting the noise does not train
-(Li and He, "Back to Basics: Let Denoising Generative Models Denoise", 2025). The prompt reaches the
-UNet's cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). Sampling is
-DDIM with classifier-free guidance: the unconditional branch is the empty prompt (dropped out in
-training) or the negative prompt.
+``patch`` x ``patch`` pixel cells (``pixel_unshuffle``), so a 96-pixel picture is a 32 x 32 grid of
+27-value cells, and a ``diffusers.UNet2DConditionModel`` whose first level (32 channels) is wider than a
+cell denoises that grid. Beside the noisy cells it reads two coordinate channels and a layout map
+(``layout_map``): per pixel, whether it lies in an object's box and where in that box; per cell, the
+sentence vector of the object's phrase ("a large red star"), through a fixed random projection. The boxes
+come from ``layout.plan_scene``; the model decides every pixel. The whole prompt reaches the UNet's
+cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). The UNet predicts the
+velocity (``v_prediction``), so the picture it implies from a nearly clean input is that input: the
+identity comes free and edges stay sharp. Sampling is DDIM with classifier-free guidance: the
+unconditional branch is the empty prompt without a layout (dropped out in training) or the negative prompt.
 
-A saved model is a folder: ``unet/`` (diffusers, 16-bit safetensors), ``scheduler/`` and
-``scene_model.json`` (cell size, resolution, prompt length). It knows nothing about chat or plugins.
+A saved model is a folder: ``unet/`` (diffusers, 16-bit safetensors), ``scheduler/``, ``layout_projection.safetensors``
+and ``scene_model.json`` (cell size, resolution, levels, prompt length). It knows nothing about chat or plugins.
 """
-
 from __future__ import annotations
 
 import json
+import math
 import logging
 import threading
 from copy import deepcopy as copy_module
@@ -42,8 +45,8 @@ DEFAULT_TEXT_ENCODER = "default"  # the packaged all-MiniLM-L6-v2
 class SceneModelConfig:
     """The shape of a scene model; saved next to its UNet."""
 
-    resolution: int = field(default=128, metadata={"help": "picture side in pixels"})
-    patch: int = field(default=4, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
+    resolution: int = field(default=96, metadata={"help": "picture side in pixels"})
+    patch: int = field(default=3, metadata={"help": "pixels per cell side: the UNet sees a (resolution/patch)^2 grid"})
     channels: tuple[int, ...] = field(default=(32, 64, 128, 256), metadata={"help": "UNet block widths, one per level"})
     attention_from: int = field(default=2, metadata={"help": "first level (0 = the full grid) whose blocks attend to the prompt"})
     coordinates: bool = field(default=True, metadata={"help": "give the UNet two coordinate channels (x, y) beside the picture"})
@@ -96,15 +99,15 @@ def build_unet(config: SceneModelConfig, text_dim: int = 384) -> Any:
     return UNet2DConditionModel(
         sample_size=config.grid, in_channels=config.input_channels, out_channels=config.cell_channels,
         block_out_channels=config.channels, down_block_types=down, up_block_types=up, layers_per_block=1,
-        cross_attention_dim=text_dim, attention_head_dim=32, norm_num_groups=min(32, min(config.channels) // 2),
+        cross_attention_dim=text_dim, attention_head_dim=32, norm_num_groups=math.gcd(32, *config.channels),
     )
 
 
 def build_scheduler() -> Any:
-    """The training noise schedule (cosine, 1000 steps, clean-picture prediction)."""
+    """The training noise schedule (cosine, 1000 steps, velocity prediction)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
                          clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)
 
 
