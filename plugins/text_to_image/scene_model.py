@@ -9,18 +9,20 @@ cell denoises that grid. Beside the noisy cells it reads two coordinate channels
 sentence vector of the object's phrase ("a large red star"), through a fixed random projection. The boxes
 come from ``layout.plan_scene``; the model decides every pixel. The whole prompt reaches the UNet's
 cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). The UNet predicts the
-velocity (``v_prediction``), so the picture it implies from a nearly clean input is that input: the
-identity comes free and edges stay sharp. Sampling is DDIM with classifier-free guidance: the
+clean picture (``prediction_type="sample"``): predicting the velocity, it could not reproduce the noise
+through its narrow first level, and its pictures kept the noise (Li and He, "Back to Basics: Let
+Denoising Generative Models Denoise", 2025, on why clean-picture prediction survives that). Sampling is DDIM with classifier-free guidance: the
 unconditional branch is the empty prompt without a layout (dropped out in training) or the negative prompt.
 
 A saved model is a folder: ``unet/`` (diffusers, 16-bit safetensors), ``scheduler/``, ``layout_projection.safetensors``
 and ``scene_model.json`` (cell size, resolution, levels, prompt length). It knows nothing about chat or plugins.
 """
+
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import threading
 from copy import deepcopy as copy_module
 from dataclasses import asdict, dataclass, field
@@ -55,7 +57,7 @@ class SceneModelConfig:
     layout_channels: int = field(default=24, metadata={"help": "width of the layout map (each object's phrase vector painted "
                                                                 "over its box); 0: prompt only"})
     plan_layout: bool = field(default=True, metadata={"help": "complete prompts with a size, colour and place for every object "
-                                                                 "before drawing (``layout.plan_prompt``)"})
+                                                                 "before drawing (``layout.plan_scene``)"})
     default_steps: int = field(default=20, metadata={"help": "DDIM steps when a request gives none"})
     default_guidance: float = field(default=3.0, metadata={"help": "classifier-free guidance when a request gives none"})
 
@@ -104,10 +106,10 @@ def build_unet(config: SceneModelConfig, text_dim: int = 384) -> Any:
 
 
 def build_scheduler() -> Any:
-    """The training noise schedule (cosine, 1000 steps, velocity prediction)."""
+    """The training noise schedule (cosine, 1000 steps, clean-picture prediction)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
                          clip_sample=True, timestep_spacing="trailing", set_alpha_to_one=True)
 
 
