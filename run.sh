@@ -12,6 +12,16 @@ VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.installed-$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
 
+llama_cmake_args() {
+  local args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF"
+  args="$args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  local flag
+  for flag in AVX512:avx512f AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16; do
+    if grep -qw "${flag#*:}" /proc/cpuinfo 2>/dev/null; then args="$args -DGGML_${flag%%:*}=ON"; else args="$args -DGGML_${flag%%:*}=OFF"; fi
+  done
+  echo "$args"
+}
+
 install_python() {
   [ -f "$STAMP" ] && return
   echo "[run.sh] creating $VENV and installing dependencies (first run only)..." >&2
@@ -21,9 +31,11 @@ install_python() {
   "$PY" -m pip install --quiet "torch==2.13.0"
   "$PY" -m pip install --quiet -e ".[test]"
   # llama.cpp decodes the default ~7x faster than PyTorch here (assistant.llama_cpp_engine). It builds from source
-  # (~8 min on 2 cores); without it the default decodes with PyTorch. AMX off: a native build with it crashed here.
-  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF}" \
-    "$PY" -m pip install --quiet -e ".[llama]" \
+  # (~8 min on 2 cores); without it the default decodes with PyTorch. Built for this CPU's instruction sets, never from a
+  # wheel cached on another machine (--no-cache-dir): AMX off (a native build with it crashed), AVX-512 only where the CPU
+  # has it (an AVX-512 build dies with "Illegal instruction" on an AVX2-only AMD EPYC).
+  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:-$(llama_cmake_args)}" \
+    "$PY" -m pip install --quiet --no-cache-dir -e ".[llama]" \
     || echo "[run.sh] llama-cpp-python did not build: the default decodes with PyTorch (serving 'auto')" >&2
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
