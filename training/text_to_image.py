@@ -15,6 +15,7 @@ clean picture; its error is weighted by min(SNR + 1, ``snr_gamma``), so nearly c
 An exponential moving average of the weights is kept for sampling. Optimisation runs through
 ``accelerate`` (one process here, DDP under ``accelerate launch``). The model is saved in 16-bit.
 """
+
 from __future__ import annotations
 
 import argparse

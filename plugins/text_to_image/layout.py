@@ -37,6 +37,7 @@ REGION_BOXES = {"top": (0.29, 0.0, 0.71, 0.27), "bottom": (0.29, 0.73, 0.71, 1.0
 SIDES = {"small": (0.08, 0.11), "large": (0.155, 0.19)}
 MARGIN, GAP, PLACEMENT_TRIES = 0.015, 0.02, 40
 Box = tuple[float, float, float, float]  # (left, top, right, bottom), fractions of the side
+Layout = list[tuple[str, Box]]  # one (phrase, box) per object: ("a large red star", (0.1, 0.4, 0.27, 0.57))
 
 
 def plan(wanted: list[Wanted], seed: int = 0) -> list[Wanted] | None:
@@ -78,7 +79,7 @@ def _clear(a: Box, b: Box) -> bool:
     return a[2] + GAP <= b[0] or b[2] + GAP <= a[0] or a[3] + GAP <= b[1] or b[3] + GAP <= a[1]
 
 
-def place(planned: list[Wanted], seed: int = 0) -> list[tuple[str, Box]]:
+def place(planned: list[Wanted], seed: int = 0) -> Layout:
     """A box for each planned object inside its region, clear of the others (a crowded object falls back to the
     small side, as the domain's generator does); as ``(phrase without position, box)`` pairs, the scene model's layout."""
     rng = random.Random(f"place/{seed}")
@@ -104,7 +105,7 @@ def place(planned: list[Wanted], seed: int = 0) -> list[tuple[str, Box]]:
     return layout
 
 
-def plan_scene(prompt: str, seed: int = 0) -> tuple[str, list[tuple[str, Box]]] | None:
+def plan_scene(prompt: str, seed: int = 0) -> tuple[str, Layout] | None:
     """``(full prompt, layout)`` for ``prompt``, or None when it names no object the domain can lay out."""
     planned = plan(parse_prompt(prompt), seed)
     return None if planned is None else (write_prompt(planned), place(planned, seed))

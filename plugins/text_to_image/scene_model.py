@@ -35,6 +35,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from assistant.errors import AssistantError
+from plugins.text_to_image.layout import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,6 @@ class SceneModelConfig:
     @property
     def input_channels(self) -> int:
         return self.cell_channels + (2 if self.coordinates else 0) + (self.layout_channels + self.cell_channels if self.layout_channels else 0)
-
-
-Box = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the picture side
-Layout = list[tuple[str, Box]]  # one (phrase, box) per object: ("a large red star", (0.1, 0.4, 0.27, 0.57))
 
 
 def build_projection(config: SceneModelConfig, text_dim: int = 384) -> torch.Tensor:
