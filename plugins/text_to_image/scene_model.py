@@ -88,6 +88,32 @@ def build_projection(config: SceneModelConfig, text_dim: int = 384) -> torch.Ten
     return torch.randn(text_dim, config.layout_channels, generator=torch.Generator().manual_seed(0))
 
 
+def _edges(box: tuple[float, float, float, float], side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel column's and row's place across ``box`` (-1 at its left/top edge, 1 at its right/bottom edge)."""
+    left, top, right, bottom = box
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    return (centres - left) / max(right - left, 1e-6) * 2 - 1, (centres - top) / max(bottom - top, 1e-6) * 2 - 1
+
+
+def _inside(box: tuple[float, float, float, float], side: int) -> torch.Tensor:
+    """(R, R) 1 on the pixels whose centre lies in ``box``."""
+    across, down = _edges(box, side)
+    return ((across.abs() <= 1)[None, :] & (down.abs() <= 1)[:, None]).float()
+
+
+def box_pixels(layouts: list[Layout], side: int) -> torch.Tensor:
+    """(N, 3, R, R): per pixel, whether it lies in an object's box and where in that box (x and y from -1 to 1)."""
+    pixels = torch.zeros(len(layouts), 3, side, side)
+    for row, layout in enumerate(layouts):
+        for _, box in layout:
+            across, down = _edges(box, side)
+            inside = _inside(box, side)
+            pixels[row, 0] += inside
+            pixels[row, 1] += inside * across[None, :]
+            pixels[row, 2] += inside * down[:, None]
+    return pixels
+
+
 def build_unet(config: SceneModelConfig, text_dim: int = 384) -> Any:
     """A fresh UNet for ``config``: cross-attention on the levels from ``attention_from`` down."""
     from diffusers import UNet2DConditionModel
@@ -209,26 +235,18 @@ class SceneModel:
 
     def layout_map(self, layouts: list[Layout]) -> torch.Tensor:
         """(N, layout_channels + 3*patch^2, grid, grid), an empty layout all zeros. Per pixel (folded into cells like the
-        picture): whether it lies in an object's box, and where in that box (x and y from -1 to 1); per cell: the
-        object's phrase vector, weighted by the share of the cell its box covers. The box says where; the phrase what."""
-        side, patch, channels = self.config.resolution, self.config.patch, self.config.layout_channels
+        picture): ``box_pixels``; per cell: the object's phrase vector, weighted by the share of the cell its box covers.
+        The box says where; the phrase what."""
         new = sorted({phrase for layout in layouts for phrase, _ in layout} - set(self._phrases))
         if new:
             self._phrases.update(zip(new, self.prompts.phrase_vectors(new).cpu() @ self.projection))
-        pixels = torch.zeros(len(layouts), 3, side, side)  # (N, [inside, x in box, y in box], R, R)
-        phrases = torch.zeros(len(layouts), channels, side, side)
-        centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        pixels = box_pixels(layouts, self.config.resolution)
+        phrases = torch.zeros(len(layouts), self.config.layout_channels, self.config.resolution, self.config.resolution)
         for row, layout in enumerate(layouts):
-            for phrase, (left, top, right, bottom) in layout:
-                across = ((centres - left) / max(right - left, 1e-6)) * 2 - 1  # (R,) -1 at the left edge, 1 at the right
-                down = ((centres - top) / max(bottom - top, 1e-6)) * 2 - 1
-                inside = ((across.abs() <= 1)[None, :] & (down.abs() <= 1)[:, None]).float()  # (R, R)
-                pixels[row, 0] += inside
-                pixels[row, 1] += inside * across[None, :]
-                pixels[row, 2] += inside * down[:, None]
-                phrases[row] += self._phrases[phrase][:, None, None] * inside
-        cells = F.avg_pool2d(phrases, patch)  # (N, layout_channels, grid, grid)
-        return torch.cat([cells, F.pixel_unshuffle(pixels, patch)], dim=1)
+            for phrase, box in layout:
+                phrases[row] += self._phrases[phrase][:, None, None] * _inside(box, self.config.resolution)
+        cells = F.avg_pool2d(phrases, self.config.patch)  # (N, layout_channels, grid, grid)
+        return torch.cat([cells, F.pixel_unshuffle(pixels, self.config.patch)], dim=1)
 
     def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
                 layout: torch.Tensor | None = None) -> torch.Tensor:
