@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 
@@ -317,11 +318,17 @@ def test_the_layout_map_paints_each_phrase_over_its_box_and_reaches_the_unet(sce
     side, channels = model.config.resolution, model.config.layout_channels
     layout = [("a large red circle", (0.0, 0.0, 0.5, 0.25)), ("a small blue star", (0.5, 0.5, 0.75, 0.75))]
     maps = model.layout_map([layout, []])
-    assert maps.shape == (2, channels + model.config.cell_channels, model.config.grid, model.config.grid) and not maps[1].any()
-    inside, across, down = F.pixel_shuffle(maps[:, channels:], model.config.patch)[0]  # (R, R) each, back in pixels
+    assert maps.shape == (2, channels + model.config.box_channels, model.config.grid, model.config.grid) and not maps[1].any()
+    pixels = F.pixel_shuffle(maps[:, channels:], model.config.patch)[0]  # back in pixels
+    inside, across, down = pixels[:3]  # (R, R) each
     assert inside.sum().item() == (0.5 * 0.25 + 0.25 * 0.25) * side * side
     assert inside[0, 0] == 1 and inside[-1, -1] == 0 and inside[side // 2, side // 2] == 1
     assert -1 < across[0, 0] < -0.9 and 0.9 < across[0, side // 2 - 1] < 1 and -1 < down[0, 0] < -0.8  # where in its box
+    assert len(pixels) == 3 + 4 * len(model.config.box_frequencies) > 3  # then sin, cos of pi*k*x and of pi*k*y per k
+    k = model.config.box_frequencies[-1]
+    assert torch.allclose(pixels[3 + 4 * (len(model.config.box_frequencies) - 1)], torch.sin(math.pi * k * across) * inside, atol=1e-5)
+    assert torch.allclose(pixels[4 + 4 * (len(model.config.box_frequencies) - 1)], torch.cos(math.pi * k * across) * inside, atol=1e-5)
+    assert not pixels[:, inside == 0].any()  # nothing outside the boxes
     red = model.prompts.phrase_vectors(["a large red circle"])[0] @ model.projection
     assert torch.allclose(maps[0, :channels, 0, 0], red, atol=1e-5)  # the first cell lies wholly in the red circle's box
     with_layout = model.generate("a red circle", seed=1, layout=layout)[0]

@@ -57,6 +57,10 @@ class SceneModelConfig:
     text_encoder: str = field(default=DEFAULT_TEXT_ENCODER, metadata={"help": "sentence-transformers folder, or 'default'"})
     layout_channels: int = field(default=24, metadata={"help": "width of the layout map (each object's phrase vector painted "
                                                                 "over its box); 0: prompt only"})
+    box_frequencies: tuple[int, ...] = field(default=(1, 2, 4), metadata={
+        "help": "Fourier features of each pixel's place in its box (sin and cos of pi*k*x and pi*k*y per k), beside the "
+                "place itself: a shape is a function of that place, and the features let the first level draw sharp "
+                "outlines (a star's points) rather than smooth blobs"})
     plan_layout: bool = field(default=True, metadata={"help": "complete prompts with a size, colour and place for every object "
                                                                  "before drawing (``layout.plan_scene``)"})
     default_steps: int = field(default=20, metadata={"help": "DDIM steps when a request gives none"})
@@ -64,6 +68,7 @@ class SceneModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "box_frequencies", tuple(self.box_frequencies))
         if not 0 <= self.attention_from < len(self.channels):
             raise AssistantError(f"attention_from must name one of the {len(self.channels)} levels, got {self.attention_from}")
         if self.resolution % self.patch or (self.resolution // self.patch) % 2 ** (len(self.channels) - 1):
@@ -80,7 +85,12 @@ class SceneModelConfig:
 
     @property
     def input_channels(self) -> int:
-        return self.cell_channels + (2 if self.coordinates else 0) + (self.layout_channels + self.cell_channels if self.layout_channels else 0)
+        return self.cell_channels + (2 if self.coordinates else 0) + (self.layout_channels + self.box_channels if self.layout_channels else 0)
+
+    @property
+    def box_channels(self) -> int:
+        """Layout-map channels of ``box_pixels``, folded into cells."""
+        return (3 + 4 * len(self.box_frequencies)) * self.patch * self.patch
 
 
 def build_projection(config: SceneModelConfig, text_dim: int = 384) -> torch.Tensor:
@@ -101,16 +111,20 @@ def _inside(box: tuple[float, float, float, float], side: int) -> torch.Tensor:
     return ((across.abs() <= 1)[None, :] & (down.abs() <= 1)[:, None]).float()
 
 
-def box_pixels(layouts: list[Layout], side: int) -> torch.Tensor:
-    """(N, 3, R, R): per pixel, whether it lies in an object's box and where in that box (x and y from -1 to 1)."""
-    pixels = torch.zeros(len(layouts), 3, side, side)
+def box_pixels(layouts: list[Layout], side: int, frequencies: tuple[int, ...] = ()) -> torch.Tensor:
+    """(N, 3 + 4 * len(frequencies), R, R): per pixel, whether it lies in an object's box, where in that box (x and y
+    from -1 to 1), and sin and cos of pi*k*x and pi*k*y for each k in ``frequencies`` (zero outside every box)."""
+    pixels = torch.zeros(len(layouts), 3 + 4 * len(frequencies), side, side)
     for row, layout in enumerate(layouts):
         for _, box in layout:
             across, down = _edges(box, side)
             inside = _inside(box, side)
+            planes = [inside, across[None, :].expand(side, side), down[:, None].expand(side, side)]
+            for k in frequencies:
+                for place in (planes[1], planes[2]):
+                    planes += [torch.sin(math.pi * k * place), torch.cos(math.pi * k * place)]
             pixels[row, 0] += inside
-            pixels[row, 1] += inside * across[None, :]
-            pixels[row, 2] += inside * down[:, None]
+            pixels[row, 1:] += inside * torch.stack(planes[1:])
     return pixels
 
 
@@ -234,13 +248,13 @@ class SceneModel:
         (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     def layout_map(self, layouts: list[Layout]) -> torch.Tensor:
-        """(N, layout_channels + 3*patch^2, grid, grid), an empty layout all zeros. Per pixel (folded into cells like the
+        """(N, layout_channels + box_channels, grid, grid), an empty layout all zeros. Per pixel (folded into cells like the
         picture): ``box_pixels``; per cell: the object's phrase vector, weighted by the share of the cell its box covers.
         The box says where; the phrase what."""
         new = sorted({phrase for layout in layouts for phrase, _ in layout} - set(self._phrases))
         if new:
             self._phrases.update(zip(new, self.prompts.phrase_vectors(new).cpu() @ self.projection))
-        pixels = box_pixels(layouts, self.config.resolution)
+        pixels = box_pixels(layouts, self.config.resolution, self.config.box_frequencies)
         phrases = torch.zeros(len(layouts), self.config.layout_channels, self.config.resolution, self.config.resolution)
         for row, layout in enumerate(layouts):
             for phrase, box in layout:
@@ -259,7 +273,7 @@ class SceneModel:
             y, x = torch.meshgrid(ramp, ramp, indexing="ij")
             extra.append(torch.stack([x, y]).expand(len(cells), 2, -1, -1))  # (N, 2, grid, grid)
         if self.config.layout_channels:
-            shape = (len(cells), self.config.layout_channels + self.config.cell_channels, self.config.grid, self.config.grid)
+            shape = (len(cells), self.config.layout_channels + self.config.box_channels, self.config.grid, self.config.grid)
             extra.append(torch.zeros(shape, device=cells.device) if layout is None else layout.to(cells.device))
         cells = torch.cat([cells, *extra], dim=1)  # (N, input_channels, grid, grid)
         dtype = next(self.unet.parameters()).dtype

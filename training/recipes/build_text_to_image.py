@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 logger = logging.getLogger("training.recipes.build_text_to_image")
 SHIPPED = Path(__file__).resolve().parents[2] / "plugins" / "text_to_image" / "scene_model"
-GUIDANCE_CANDIDATES = (1.5, 3.0, 5.0)
+GUIDANCE_CANDIDATES = (1.0, 1.5, 2.0, 3.0)
 VALIDATION_SEED = 2  # the held-out prompts use seed 1
 SAMPLE_PROMPTS = ("a large red circle", "a blue square on the left", "a yellow star and a green triangle", "three circles")
 
