@@ -326,6 +326,24 @@ def test_a_side_effecting_plugin_waits_for_approve_or_deny(driver, served, tmp_p
     assert notes.read_text().startswith("## ")  # one dated note
 
 
+def test_a_generate_image_command_shows_the_drawn_picture(driver, served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, bot = served
+    tokens_before = bot.stats.generated_tokens
+    textarea = _open_chat(driver, url)
+    textarea.send_keys("/generate_image a large red circle")
+    textarea.send_keys(Keys.ENTER)
+    call = _wait_for(lambda: _finished_tool_message(driver, "generate_image", _has_duration), 180, "the generate_image call to finish")
+    assert "error" not in call.text, f"the call failed: {call.text!r}"
+    _finish(driver, bot, tokens_before)  # stop the streaming reply first: its re-renders can fold the call up again
+    text = _wait_for(lambda: (t := _expanded_text(driver, "generate_image")) and "Prompt:" in t and t, 30, "the call's result")
+    assert "circle" in text and "matches the prompt" in text, text
+    pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the drawn picture")
+    assert pictures[-1].size["width"] > 50, "the picture the plugin drew is shown in the chat"
+
+
 def test_a_search_knowledge_call_shows_the_retrieved_pictures(driver, served, tmp_path, monkeypatch):
     import random
 

@@ -129,7 +129,7 @@ def generate_image(
     """Draw pictures from a text description and show them; each picture is checked against the description.
 
     Args:
-        prompt: What the picture should show, e.g. "a large red circle on the left"; or a change to the last picture, e.g. "make the circle blue".
+        prompt: The description of the picture, e.g. "a red star".
         negative_prompt: What the picture should not show.
         images: How many pictures.
         seed: Seed of the first picture (the same seed gives the same picture).

@@ -114,7 +114,9 @@ The same requests in wording the training prompts never use ("one big red ball",
 {format_report(other)}
 
 The planner reads prompts with the checker's own parser, so both sets measure the parser's synonyms as much as the
-model; the prompt-only figures below are the model's own reading of the words.
+model; the prompt-only figures below are the model's own reading of the words. Nearly all it knows of what to draw
+where comes through the layout map: with the planner switched off (`plan_layout: false` in `scene_model.json`) it
+mostly draws the wrong things.
 {raw_text}
 Seconds per picture (median, this CPU): {held['seconds_per_picture_median']}.
 """
