@@ -333,15 +333,29 @@ def test_a_generate_image_command_shows_the_drawn_picture(driver, served):
     url, bot = served
     tokens_before = bot.stats.generated_tokens
     textarea = _open_chat(driver, url)
-    textarea.send_keys("/generate_image a large red circle")
+    textarea.send_keys("/generate_image Draw a large red circle")  # the 135M model fills the prompt from these words
     textarea.send_keys(Keys.ENTER)
-    call = _wait_for(lambda: _finished_tool_message(driver, "generate_image", _has_duration), 180, "the generate_image call to finish")
+    # While it draws, the call's header shows its progress ("picture 1 of 1, try 1 of 3: 4/20") where a finished call
+    # shows its duration; the picture appears only with the result, so wait for that before stopping the reply.
+    picture = _wait_for(lambda: _drawn_picture(driver), 180, "the drawn picture")
+    assert picture.size["width"] > 50, "the picture the plugin drew is shown in the chat"
+    call = _wait_for(lambda: _finished_tool_message(driver, "generate_image", _has_duration), 30, "the generate_image call to finish")
     assert "error" not in call.text, f"the call failed: {call.text!r}"
     _finish(driver, bot, tokens_before)  # stop the streaming reply first: its re-renders can fold the call up again
     text = _wait_for(lambda: (t := _expanded_text(driver, "generate_image")) and "Prompt:" in t and t, 30, "the call's result")
     assert "circle" in text and "matches the prompt" in text, text
-    pictures = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img"), 30, "the drawn picture")
-    assert pictures[-1].size["width"] > 50, "the picture the plugin drew is shown in the chat"
+
+
+def _drawn_picture(driver):
+    """The last picture shown in a bot message, or None (re-found each time: streaming re-renders)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        pictures = driver.find_elements(By.CSS_SELECTOR, "[data-testid='bot'] img")
+        return pictures[-1] if pictures and pictures[-1].size["width"] > 0 else None
+    except StaleElementReferenceException:
+        return None
 
 
 def test_a_search_knowledge_call_shows_the_retrieved_pictures(driver, served, tmp_path, monkeypatch):
