@@ -98,17 +98,14 @@ def build_projection(config: SceneModelConfig, text_dim: int = 384) -> torch.Ten
     return torch.randn(text_dim, config.layout_channels, generator=torch.Generator().manual_seed(0))
 
 
-def _edges(box: tuple[float, float, float, float], side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each pixel column's and row's place across ``box`` (-1 at its left/top edge, 1 at its right/bottom edge)."""
+def _box_planes(box: tuple[float, float, float, float], side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(R, R) each: 1 on the pixels whose centre lies in ``box``, and each pixel's place across and down the box
+    (-1 at its left/top edge, 1 at its right/bottom edge)."""
     left, top, right, bottom = box
     centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
-    return (centres - left) / max(right - left, 1e-6) * 2 - 1, (centres - top) / max(bottom - top, 1e-6) * 2 - 1
-
-
-def _inside(box: tuple[float, float, float, float], side: int) -> torch.Tensor:
-    """(R, R) 1 on the pixels whose centre lies in ``box``."""
-    across, down = _edges(box, side)
-    return ((across.abs() <= 1)[None, :] & (down.abs() <= 1)[:, None]).float()
+    across = ((centres - left) / max(right - left, 1e-6) * 2 - 1)[None, :].expand(side, side)
+    down = ((centres - top) / max(bottom - top, 1e-6) * 2 - 1)[:, None].expand(side, side)
+    return ((across.abs() <= 1) & (down.abs() <= 1)).float(), across, down
 
 
 def box_pixels(layouts: list[Layout], side: int, frequencies: tuple[int, ...] = ()) -> torch.Tensor:
@@ -117,14 +114,12 @@ def box_pixels(layouts: list[Layout], side: int, frequencies: tuple[int, ...] = 
     pixels = torch.zeros(len(layouts), 3 + 4 * len(frequencies), side, side)
     for row, layout in enumerate(layouts):
         for _, box in layout:
-            across, down = _edges(box, side)
-            inside = _inside(box, side)
-            planes = [inside, across[None, :].expand(side, side), down[:, None].expand(side, side)]
+            inside, across, down = _box_planes(box, side)
+            planes = [across, down]
             for k in frequencies:
-                for place in (planes[1], planes[2]):
-                    planes += [torch.sin(math.pi * k * place), torch.cos(math.pi * k * place)]
+                planes += [f(math.pi * k * place) for place in (across, down) for f in (torch.sin, torch.cos)]
             pixels[row, 0] += inside
-            pixels[row, 1:] += inside * torch.stack(planes[1:])
+            pixels[row, 1:] += inside * torch.stack(planes)
     return pixels
 
 
@@ -258,7 +253,7 @@ class SceneModel:
         phrases = torch.zeros(len(layouts), self.config.layout_channels, self.config.resolution, self.config.resolution)
         for row, layout in enumerate(layouts):
             for phrase, box in layout:
-                phrases[row] += self._phrases[phrase][:, None, None] * _inside(box, self.config.resolution)
+                phrases[row] += self._phrases[phrase][:, None, None] * _box_planes(box, self.config.resolution)[0]
         cells = F.avg_pool2d(phrases, self.config.patch)  # (N, layout_channels, grid, grid)
         return torch.cat([cells, F.pixel_unshuffle(pixels, self.config.patch)], dim=1)
 
