@@ -39,6 +39,7 @@ from assistant.chat_history import BYTES_PER_MB, ERROR_TITLE, MEDIA_TYPE_BY_EXTE
 from assistant.cli_args import add_dataclass_arguments, dataclass_kwargs  # noqa: E402
 from assistant.config import SERVING_MODES  # noqa: E402
 from assistant.tools import ToolPolicy  # noqa: E402
+from assistant.tools.spec import tool_spec  # noqa: E402
 from assistant.tools.calls import ToolCall  # noqa: E402
 from assistant.tools.events import AssistantTurn, TextDelta, ToolCallEvent, ToolConfirmation, ToolProgress, ToolResult  # noqa: E402
 from plugins import available_plugins  # noqa: E402
@@ -180,7 +181,7 @@ class ChatHandlers:
             messages = to_messages(history, message, system_prompt, self.max_file_mb, self._records, self.plugins, self.file_types)
             names = list(dict.fromkeys([*(enabled_plugins or []), *([forced] if forced else [])]))
             if names:
-                yield from self._respond_with_plugins(messages, names, forced, sampling, key)
+                yield from self._respond_with_plugins(messages, names, forced, sampling, key, self._direct_call(forced, message))
                 return
             stream = self.bot.stream(messages, **sampling)
             with closing(stream):  # a cancelled event closes this generator, which closes the assistant's stream
@@ -208,8 +209,18 @@ class ChatHandlers:
             raise AssistantError(f"there is no plugin /{asked}; plugins: {', '.join('/' + n for n in sorted(self.plugins)) or 'none'}")
         return name
 
+    def _direct_call(self, forced: str | None, message: dict[str, Any]) -> ToolCall | None:
+        """``/name text`` for a plugin whose one required argument is text: the call itself, with ``text`` as that
+        argument (the 135M default rewrote such text, or filled it with the argument's description)."""
+        if forced is None:
+            return None
+        _, rest = split_command(message.get("text") or "", self.plugins)
+        argument = tool_spec(self.plugins[forced]).text_argument
+        return ToolCall(forced, {argument: rest}) if argument and rest else None
+
     def _respond_with_plugins(
-        self, messages: list[dict[str, Any]], names: list[str], forced: str | None, sampling: dict[str, Any], session: str
+        self, messages: list[dict[str, Any]], names: list[str], forced: str | None, sampling: dict[str, Any], session: str,
+        direct: ToolCall | None = None,
     ) -> Iterator[tuple[Any, Any, Any]]:
         unknown = [name for name in names if name not in self.plugins]
         if unknown:
@@ -221,6 +232,7 @@ class ChatHandlers:
         events = self.bot.run_stream(
             messages, [self.plugins[name] for name in names], tool_choice=forced or "auto",
             followup_tool_choice="none" if forced else "auto", confirm=lambda call: self._await_approval(session, call),
+            direct_calls=[direct] if direct else None,
             **sampling,
         )
         with closing(events):

@@ -363,7 +363,8 @@ class Assistant:
             confirm: Called with each ``ToolCall`` of a tool whose policy ``requires_confirmation``;
                 True runs it. Without a callback such calls are refused (as an error result).
             options: ``followup_tool_choice``, ``parallel_tool_calls``, ``cancel`` (an event that stops
-                the exchange) and the sampling options of ``stream``.
+                the exchange), ``direct_calls`` (``ToolCall``s the user made, run in place of the first
+                step) and the sampling options of ``stream``.
 
         Yields:
             The events of each step (``TextDelta``, ``ToolCallEvent``, ``AssistantTurn``), then

@@ -308,3 +308,20 @@ def test_a_tool_sees_earlier_tool_results_and_its_progress_comes_out_of_the_loop
     progress = [(event.call.arguments["word"], event.done, event.total, event.note) for event in events if isinstance(event, ToolProgress)]
     assert progress == [("a", 1, 2, "half of a"), ("b", 1, 2, "half of b")]
     assert [isinstance(event, ToolResult) for event in events].count(True) == 2
+
+
+def test_direct_calls_run_in_place_of_the_first_step_and_the_model_answers_after():
+    ran = []
+    record, other = recorder("record", ran), recorder("other", ran)
+    scripted = ScriptedAssistant([])  # every generated step answers "done"
+    events = list(run_loop(scripted, QUESTION, [record], tool_choice="record", followup_tool_choice="none",
+                           direct_calls=[ToolCall("record", {"word": "a large red star"})]))
+    assert ran == ["a large red star"] and scripted.choices == ["none"]  # one generated step: the answer
+    [first, *_] = [e for e in events if isinstance(e, AssistantTurn)]
+    assert first.message["tool_calls"][0]["function"]["arguments"] == '{"word": "a large red star"}'
+    assert [type(e).__name__ for e in events] == ["ToolCallEvent", "AssistantTurn", "ToolResult", "AssistantTurn"]
+
+    # a direct call is checked like a generated one: a tool that is not offered, or one the choice forbids, never runs
+    results = [e for e in run_loop(ScriptedAssistant([]), QUESTION, [record, other], tool_choice="record",
+                                   direct_calls=[ToolCall("other", {"word": "b"}), ToolCall("gone", {})]) if isinstance(e, ToolResult)]
+    assert ran == ["a large red star"] and not any(r.ok for r in results)

@@ -7,6 +7,7 @@ session. No server and no browser; ``tests/test_browser.py`` drives the same thi
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Annotated, Literal
@@ -18,6 +19,7 @@ from PIL import Image
 from assistant import Assistant
 from launch_ui import ERROR_TITLE, NO_APPROVAL, TOOL_TITLE, ChatHandlers, build_app, to_messages
 from assistant.tools.context import ToolContext
+from assistant.tools.spec import tool_spec
 from langchain_core.tools import InjectedToolArg
 from plugins import plugin
 
@@ -59,6 +61,17 @@ def broken(text: Literal["x"]) -> str:
     raise RuntimeError("the disk is on fire")
 
 
+@plugin
+def shout(text: str, times: int = 1) -> str:
+    """Repeat some text in capitals.
+
+    Args:
+        text: What to repeat.
+        times: How many times.
+    """
+    return " ".join([text.upper()] * times)
+
+
 @pytest.fixture(scope="module")
 def bot(make_config) -> Assistant:
     config = make_config()
@@ -69,7 +82,7 @@ def bot(make_config) -> Assistant:
 @pytest.fixture
 def handlers(bot) -> ChatHandlers:
     SAVED.clear()
-    return ChatHandlers(bot, plugins={"paint": paint, "remember": remember, "broken": broken}, approval_timeout_s=10)
+    return ChatHandlers(bot, plugins={"paint": paint, "remember": remember, "broken": broken, "shout": shout}, approval_timeout_s=10)
 
 
 def respond(handlers: ChatHandlers, text: str, history=(), files=(), session=None, **options):
@@ -98,6 +111,27 @@ def test_a_plugin_command_shows_a_collapsible_call_its_picture_and_a_reply(handl
     assert status.startswith("**llm**") and approval == NO_APPROVAL
     pending = [o[0] for o in outputs[:-1] if tool_messages(o[0])]
     assert pending, "the call is shown while it runs, before its result"
+
+
+def test_a_command_with_text_for_a_one_text_argument_plugin_is_the_call_itself(handlers):
+    text = 'a large red "circle" on the left, then\nmore'
+    shown = list(respond(handlers, f"/shout {text}"))[-1][0]
+    [call] = tool_messages(shown)
+    assert call.metadata["status"] == "done" and text.upper().replace('"', "") in call.content.replace('\\"', "").replace('"', "")
+    record = handlers._records[call.metadata["id"]]
+    assert record["call"]["function"]["arguments"] == json.dumps({"text": text})  # not rewritten by the model
+    history = as_chatbot_stores_it([{"role": "user", "content": f"/shout {text}"}, *shown])
+    messages = to_messages(history, {"text": "Again", "files": []}, None, 20.0, handlers._records, handlers.plugins)
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == json.dumps({"text": text})
+
+
+def test_a_command_without_text_or_for_a_plugin_with_other_arguments_is_filled_by_the_model(handlers, bot):
+    assert tool_spec(shout).text_argument == "text" and tool_spec(paint).text_argument is None  # an enum is not free text
+    assert tool_spec(broken).text_argument is None
+    assert handlers._direct_call("shout", {"text": "/shout"}) is None  # nothing to pass through
+    assert handlers._direct_call(None, {"text": "shout this"}) is None
+    direct = handlers._direct_call("shout", {"text": "/shout  hello  "})
+    assert (direct.name, direct.arguments) == ("shout", {"text": "hello"})
 
 
 def test_a_tool_call_becomes_the_call_and_its_result_again_in_the_next_prompt(handlers):

@@ -1,7 +1,9 @@
 """The tool loop: generate -> run the calls -> append the results -> generate again, until an answer.
 
 The first step uses the caller's ``tool_choice``; later steps use ``followup_tool_choice`` ("auto" by
-default). After ``max_steps`` rounds of calls, calls the model still makes are answered with an error
+default). ``direct_calls`` replace the first step: calls the user made themselves (a ``/generate_image a red
+star`` command: the text is the argument, not something a small model should rewrite) run as if the model
+had made them, and the model then answers with their results. After ``max_steps`` rounds of calls, calls the model still makes are answered with an error
 result instead of running, and one last step with ``tool_choice="none"`` (its grammar cannot open a
 call) makes the model answer. Every step goes through ``Assistant.stream_events``, so each request
 reuses the previous one's KV prefix and cached media features: a tool's picture is encoded once.
@@ -17,7 +19,7 @@ from assistant.errors import AssistantError
 from assistant.messages import MEDIA_TYPES, attached_files, filter_user_text, tool_texts, user_texts
 from assistant.tools.calls import ToolCall
 from assistant.tools.context import ToolContext
-from assistant.tools.events import AssistantTurn, Event, ToolResult
+from assistant.tools.events import AssistantTurn, Event, ToolCallEvent, ToolResult
 from assistant.tools.runner import Confirm, ToolRunner, refused
 from assistant.tools.spec import ToolChoice, parse_tool_choice, tool_specs
 
@@ -31,6 +33,7 @@ def run_loop(
     parallel_tool_calls: bool = True,
     max_steps: int = 4,
     confirm: Confirm | None = None,
+    direct_calls: list[ToolCall] | None = None,
     **sampling: Any,
 ) -> Iterator[Event]:
     """Yield the events of a whole tool-using exchange (see ``Assistant.run_stream``)."""
@@ -44,15 +47,23 @@ def run_loop(
     runner = ToolRunner(specs, assistant.config.media, context, confirm, parallel_tool_calls)
     rounds = 0
     choice = tool_choice
+    direct = list(direct_calls or [])
     while True:
         turn = None
         if context.cancel.is_set():
             return
-        for event in assistant.stream_events(conversation, tools=specs, tool_choice=choice,
-                                             parallel_tool_calls=parallel_tool_calls, cancel=context.cancel, **sampling):
-            if isinstance(event, AssistantTurn):
-                turn = event
-            yield event
+        if direct:
+            turn = AssistantTurn({"role": "assistant", "content": "", "tool_calls": [call.to_openai() for call in direct]},
+                                 "tool_calls", calls=direct)
+            yield from [ToolCallEvent(call) for call in direct]
+            yield turn
+            direct = []
+        else:
+            for event in assistant.stream_events(conversation, tools=specs, tool_choice=choice,
+                                                 parallel_tool_calls=parallel_tool_calls, cancel=context.cancel, **sampling):
+                if isinstance(event, AssistantTurn):
+                    turn = event
+                yield event
         conversation.append(turn.message)
         calls = turn.calls
         if not calls or turn.finish_reason == "cancelled":

@@ -76,6 +76,17 @@ class ToolSpec:
     policy: ToolPolicy = ToolPolicy()
     tool: BaseTool | None = None  # None: schema only (e.g. tools an API client runs itself)
 
+    @property
+    def text_argument(self) -> str | None:
+        """The name of this tool's one required argument when it is free text (a string with no enum, const,
+        pattern or format: ``generate_image(prompt)``, ``search_documents(query)``), else None: a user's ``/name text`` command can then be the call itself."""
+        required = self.parameters.get("required") or []
+        if len(required) != 1:
+            return None
+        schema = (self.parameters.get("properties") or {}).get(required[0]) or {}
+        free = schema.get("type") == "string" and not {"enum", "const", "pattern", "format"} & set(schema)
+        return required[0] if free else None
+
     def openai(self) -> dict[str, Any]:
         """The OpenAI ``{"type": "function", "function": {...}}`` form (what chat templates take)."""
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
