@@ -342,11 +342,11 @@ def test_the_model_card_states_the_scores_and_what_the_planner_decides():
     scores = {"tries": 3, "prompts": 200, "seconds_per_picture_median": 0.5,
               **{category: {"first_try": 0.5, "within_tries": 0.75, "prompts": 50} for category in ("single", "two", "position", "count")}}
     summary = {"train": {"parameters": 17e6, "train_time_s": 1450.0, "steps": 1500, "batch_size": 16,
-                         "model_config": {"resolution": 96, "patch": 3, "default_steps": 20}},
+                         "model_config": {"resolution": 96, "patch": 3, "channels": [64, 64, 128, 256], "default_steps": 20}},
                "guidance": {"chosen": 3.0, "validation_scores": {"3.0": 0.5}},
                "eval": {"held_out": scores, "independent": scores},
                "prompt_only": {"held_out": {**scores, "tries": 1}, "independent": {**scores, "tries": 1}}}
     card = model_card(summary)
     assert "| single (50) | 50% | 75% |" in card and "24.2 minutes" in card and "The planner decides where" in card
-    assert "The prompt alone" in card and "It cannot" in card
+    assert "The prompt alone" in card and "It cannot" in card and "block widths\n64, 64, 128, 256" in card
     assert "The prompt alone" not in model_card({**summary, "prompt_only": None})

@@ -3,8 +3,8 @@
 No text-to-image model ships in any package, so the project trains this one (``training.text_to_image``).
 It works on pixels, not on an autoencoder's latents (none is packaged): the picture is folded into
 ``patch`` x ``patch`` pixel cells (``pixel_unshuffle``), so a 96-pixel picture is a 32 x 32 grid of
-27-value cells, and a ``diffusers.UNet2DConditionModel`` whose first level (32 channels) is wider than a
-cell denoises that grid. Beside the noisy cells it reads two coordinate channels and a layout map
+27-value cells, and a ``diffusers.UNet2DConditionModel`` whose first level (64 channels in the shipped model:
+at 32 it drew soft edges) is wider than a cell denoises that grid. Beside the noisy cells it reads two coordinate channels and a layout map
 (``layout_map``): per pixel, whether it lies in an object's box and where in that box; per cell, the
 sentence vector of the object's phrase ("a large red star"), through a fixed random projection. The boxes
 come from ``layout.plan_scene``; the model decides every pixel. The whole prompt reaches the UNet's

@@ -85,7 +85,8 @@ def model_card(summary: dict) -> str:
     return f"""# Built-in text-to-image scene model
 
 A diffusers `UNet2DConditionModel` ({train['parameters'] / 1e6:.1f} M parameters, stored in 16-bit) that draws
-{config['resolution']}x{config['resolution']} pictures in pixel space, folded into {config['patch']}-pixel cells, sampled
+{config['resolution']}x{config['resolution']} pictures in pixel space, folded into {config['patch']}-pixel cells (block widths
+{', '.join(str(width) for width in config['channels'])}), sampled
 with DDIM ({config['default_steps']} steps, classifier-free guidance {summary['guidance']['chosen']}, chosen on validation
 prompts: {summary['guidance']['validation_scores']}). Trained from scratch by `python -m training.recipes.build_text_to_image`
 in {train['train_time_s'] / 60:.1f} minutes on a 2-core CPU ({train['steps']} steps of {train['batch_size']} fresh scenes).
