@@ -125,7 +125,7 @@ def test_a_command_with_text_for_a_one_text_argument_plugin_is_the_call_itself(h
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == json.dumps({"text": text})
 
 
-def test_a_command_without_text_or_for_a_plugin_with_other_arguments_is_filled_by_the_model(handlers, bot):
+def test_a_command_without_text_or_for_a_plugin_with_other_arguments_is_filled_by_the_model(handlers):
     assert tool_spec(shout).text_argument == "text" and tool_spec(paint).text_argument is None  # an enum is not free text
     assert tool_spec(broken).text_argument is None
     assert handlers._direct_call("shout", {"text": "/shout"}) is None  # nothing to pass through

@@ -79,7 +79,8 @@ class ToolSpec:
     @property
     def text_argument(self) -> str | None:
         """The name of this tool's one required argument when it is free text (a string with no enum, const,
-        pattern or format: ``generate_image(prompt)``, ``search_documents(query)``), else None: a user's ``/name text`` command can then be the call itself."""
+        pattern or format: ``generate_image(prompt)``, ``search_knowledge(query)``), else None. A user's
+        ``/name text`` command can then be the call itself."""
         required = self.parameters.get("required") or []
         if len(required) != 1:
             return None

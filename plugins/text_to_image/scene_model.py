@@ -4,15 +4,16 @@ No text-to-image model ships in any package, so the project trains this one (``t
 It works on pixels, not on an autoencoder's latents (none is packaged): the picture is folded into
 ``patch`` x ``patch`` pixel cells (``pixel_unshuffle``), so a 96-pixel picture is a 32 x 32 grid of
 27-value cells, and a ``diffusers.UNet2DConditionModel`` whose first level (64 channels in the shipped model:
-at 32 it drew soft edges) is wider than a cell denoises that grid. Beside the noisy cells it reads two coordinate channels and a layout map
-(``layout_map``): per pixel, whether it lies in an object's box and where in that box; per cell, the
-sentence vector of the object's phrase ("a large red star"), through a fixed random projection. The boxes
-come from ``layout.plan_scene``; the model decides every pixel. The whole prompt reaches the UNet's
-cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). The UNet predicts the
-clean picture (``prediction_type="sample"``): predicting the velocity, it could not reproduce the noise
-through its narrow first level, and its pictures kept the noise (Li and He, "Back to Basics: Let
-Denoising Generative Models Denoise", 2025, on why clean-picture prediction survives that). Sampling is DDIM with classifier-free guidance: the
-unconditional branch is the empty prompt without a layout (dropped out in training) or the negative prompt.
+at 32 it drew soft edges) is wider than a cell denoises that grid. Beside the noisy cells it reads two
+coordinate channels and a layout map (``layout_map``): per pixel, whether it lies in an object's box and where
+in that box; per cell, the sentence vector of the object's phrase ("a large red star"), through a fixed random
+projection. The boxes come from ``layout.plan_scene``; the model decides every pixel. The whole prompt reaches
+the UNet's cross-attention as the token states of the packaged all-MiniLM-L6-v2 (frozen). The UNet predicts
+the clean picture (``prediction_type="sample"``): predicting the velocity, it could not reproduce the noise
+through its narrow first level, and its pictures kept the noise (Li and He, "Back to Basics: Let Denoising
+Generative Models Denoise", 2025, on why clean-picture prediction survives that). Sampling is DDIM with
+classifier-free guidance: the unconditional branch is the empty prompt without a layout (dropped out in
+training) or the negative prompt.
 
 A saved model is a folder: ``unet/`` (diffusers, 16-bit safetensors), ``scheduler/``, ``layout_projection.safetensors``
 and ``scene_model.json`` (cell size, resolution, levels, prompt length). It knows nothing about chat or plugins.
