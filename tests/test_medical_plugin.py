@@ -21,7 +21,7 @@ from assistant.tools.events import ToolResult  # noqa: E402
 from assistant.tools.runner import ToolRunner  # noqa: E402
 from assistant.tools.spec import ToolPolicy, tool_specs  # noqa: E402
 from plugins.medical import tool as medical  # noqa: E402
-from plugins.medical.findings import FINDINGS_PROMPT, at_training_spacing, findings_json, read_findings  # noqa: E402
+from plugins.medical.findings import FINDINGS_PROMPT, at_training_spacing, findings_json, read_findings, reading_frame  # noqa: E402
 from plugins.medical.report import DISCLAIMER, findings_schema, from_fhir, to_fhir, validate_report  # noqa: E402
 from training.data.phantoms import fake_identity, make_phantom, render_hu, write_dicom  # noqa: E402
 
@@ -132,6 +132,44 @@ def test_frames_are_resampled_to_the_training_spacing():
     assert resampled.size == (224, 224)
     width = sum(1 for x in range(224) if resampled.getpixel((x, 112)) > 127)
     assert abs(width * 1.75 - 60) <= 2 * 1.75         # still 60 mm, now at 1.75 mm per pixel
+
+
+def test_the_plugin_shows_the_adapter_the_frame_its_training_rows_were_made_of(tmp_path):
+    """One pixel path: the PNG a training row points at equals, pixel for pixel, the frame the plugin reads."""
+    import numpy as np
+
+    from plugins.medical.dicom_io import load_study
+    from plugins.medical.findings import CT_WINDOW
+    from training.data.phantom_rows import build_split
+
+    build_split(tmp_path, "test", 2)
+    shown = []
+
+    class Reader:  # stands in for the domain adapter; keeps the picture it is shown
+        def chat(self, messages, **_):
+            shown.append(messages[0]["content"][0]["image"])
+            return '{"findings": []}'
+
+    assistant = Reader()
+    for index in range(2):
+        read_findings(assistant, load_study(tmp_path / "dicom" / f"test_{index:05d}.dcm", max_frames=1, ct_window=CT_WINDOW))
+        row_image = np.asarray(Image.open(tmp_path / "images" / f"test_{index:05d}.png"))
+        assert np.array_equal(np.asarray(shown[index]), row_image)
+
+
+def test_the_reading_frame_smooths_noise_but_keeps_a_lesion():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pixels = np.full((224, 224), 120.0)
+    yy, xx = np.mgrid[0:224, 0:224]
+    pixels[(xx - 112) ** 2 + (yy - 112) ** 2 <= 3 ** 2] += 30        # an 8-10 mm lesion, 30 grey levels brighter
+    noisy = Image.fromarray(np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8))
+    read = np.asarray(reading_frame(noisy, (1.75, 1.75)), dtype=np.float64)
+    assert read.shape == (224, 224)
+    background = read[20:80, 20:80]
+    assert background.std() < 12 / 3                                # the noise is mostly gone
+    assert read[112, 112] - background.mean() > 8                   # the lesion still stands out
 
 
 def test_fhir_export_of_a_draft_round_trips(plugin_env):

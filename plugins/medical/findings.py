@@ -37,6 +37,12 @@ FRAME_SIZE = 224
 # amplifies the noise as much as the lesions and saturates the kidneys.
 CT_WINDOW = (40.0, 400.0)
 MAX_FINDINGS_TOKENS = 400
+# Acquisition noise is smoothed away before the frozen encoder sees a frame: a Gaussian of this sigma (pixels at
+# TARGET_SPACING_MM, so 3.5 mm). The ImageNet encoder's features tell small, faint lesions from noise far better on
+# the smoothed frame. A small trained head on the frozen block-5 tokens (4 organ queries, 1200 training phantoms,
+# 200 held out) named the exact set of lesion organs in 77% of studies at sigma 0, 82% at 1.0, 84% at 1.5,
+# 89% at 2.0 and 83% at 2.5; a narrower window (90/240) on top of sigma 1.0 gave 82%.
+DENOISE_SIGMA_PX = 2.0
 
 
 def at_training_spacing(frame: Any, spacing_mm: tuple[float, float] | None) -> Any:
@@ -57,9 +63,17 @@ def at_training_spacing(frame: Any, spacing_mm: tuple[float, float] | None) -> A
     return canvas
 
 
+def reading_frame(frame: Any, spacing_mm: tuple[float, float] | None) -> Any:
+    """The frame as the domain adapter reads it, in training and in the plugin alike: at the training spacing
+    (``at_training_spacing``), then smoothed by ``DENOISE_SIGMA_PX``."""
+    from PIL import ImageFilter
+
+    return at_training_spacing(frame, spacing_mm).filter(ImageFilter.GaussianBlur(DENOISE_SIGMA_PX))
+
+
 def read_findings(assistant: Any, study: Any, max_new_tokens: int = MAX_FINDINGS_TOKENS, cancel: Any = None) -> list[dict[str, Any]]:
     """The findings ``assistant`` (a domain adapter) drafts for ``study`` (``plugins.medical.dicom_io.Study``),
-    decoded under the findings schema, so they parse and validate; the first frame is read.
+    decoded under the findings schema, so they parse and validate; the first frame is read (``reading_frame``).
 
     Raises:
         AssistantError: The study has no frame, or the findings did not fit in ``max_new_tokens``.
@@ -69,7 +83,7 @@ def read_findings(assistant: Any, study: Any, max_new_tokens: int = MAX_FINDINGS
 
     if not study.frames:
         raise AssistantError("the study has no frame to read")
-    frame = at_training_spacing(study.frames[0], study.pixel_spacing_mm)
+    frame = reading_frame(study.frames[0], study.pixel_spacing_mm)
     messages = [{"role": "user", "content": [{"type": "image", "image": frame}, {"type": "text", "text": FINDINGS_PROMPT}]}]
     reply = assistant.chat(messages, response_schema=findings_schema(), max_new_tokens=max_new_tokens, temperature=0.0, cancel=cancel)
     try:

@@ -4,7 +4,8 @@ For each study ``{split}_{index:05d}``:
 
 - ``dicom/{split}_{index:05d}.dcm``: the phantom (``training.data.phantoms``) with fake PHI in its tags;
 - ``images/{split}_{index:05d}.png``: the frame ``plugins.medical.dicom_io.load_study`` makes of that file
-  (de-identified first, CT read at ``plugins.medical.findings.CT_WINDOW``): exactly what the plugin shows the model;
+  (de-identified first, CT read at ``plugins.medical.findings.CT_WINDOW``), as ``findings.reading_frame`` prepares it
+  (training spacing, noise smoothed): exactly what the plugin shows the model;
 - rows (typed messages) in ``{split}.jsonl``: a *report* row that opens with ``FINDINGS_PROMPT`` answered by the
   findings JSON (``plugins.medical.findings.findings_json``) and goes on with questions (is there a lesion,
   how many, which organs, how large, darker or brighter), and a *questions* row with the questions alone;
@@ -81,7 +82,7 @@ def _turns(image: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
 def build_split(out: Path, split: str, count: int, seed: int = 0, start_index: int = 0) -> int:
     """Write one split's DICOM files, frames and rows; returns the number of studies."""
     from plugins.medical.dicom_io import load_study
-    from plugins.medical.findings import CT_WINDOW
+    from plugins.medical.findings import CT_WINDOW, reading_frame
 
     for folder in ("dicom", "images"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ def build_split(out: Path, split: str, count: int, seed: int = 0, start_index: i
             dicom = out / "dicom" / f"{name}.dcm"
             write_dicom(dicom, render_hu(phantom, rng.getrandbits(32)), identity, start_index + index, rng)
             study = load_study(dicom, max_frames=1, ct_window=CT_WINDOW)
-            study.frames[0].save(out / "images" / f"{name}.png")
+            reading_frame(study.frames[0], study.pixel_spacing_mm).save(out / "images" / f"{name}.png")
             image = f"images/{name}.png"
             report = [(FINDINGS_PROMPT, findings_json(phantom.findings()))] + questions(phantom, rng)[:4]
             extra = {"regions": region_words(phantom)} if split == "train" else {}

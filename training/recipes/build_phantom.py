@@ -5,7 +5,8 @@
 1. ``training.data.phantom_rows``: synthetic CT phantoms written as DICOM with fake PHI, de-identified and
    windowed by the plugin's own ingest (``plugins.medical.dicom_io``), and rows about them;
 2. ``align`` (``phantom_align.yaml``): the image connector alone, each lesion's cell pointed at its words;
-3. ``instruct`` (``phantom_instruct.yaml``): connector + LoRA learn the findings JSON and the follow-up answers;
+3. ``instruct`` (``phantom_instruct.yaml``): connector + LoRA learn the findings JSON and the follow-up answers
+   (``--instruct-rows``: every row, or only the report rows, whose findings JSON is what the plugin asks for);
 4. evaluate on held-out phantoms and on the independent check (``training.phantom_eval``);
 5. with ``--install``, copy the adapter into ``plugins/medical/phantom_adapter`` with a model card.
 
@@ -47,10 +48,26 @@ it does not know anatomy beyond that, other body parts, MR, X-ray, artefacts, or
 off a 7x7 grid of picture features. Nothing it writes is a diagnosis: the plugin labels every report a machine
 draft for review by a qualified clinician.
 
+**How it reads a frame** (`plugins/medical/findings.py`, the same for training rows and the plugin): CT at the
+40/400 window (`CT_WINDOW`) whatever window the file stores, resampled to 1.75 mm per pixel on a 224-pixel square,
+then smoothed by a Gaussian of 2 pixels (`DENOISE_SIGMA_PX`, 3.5 mm) so the frozen encoder tells faint lesions from
+noise. It was never trained or scored on lesions under 8 mm, which the smoothing blends further into their organ.
+
 **Scores** (`python -m training.evaluate --task phantom --data <run>/data --adapter <adapter>`):
 
 {format_phantom_table(summary['test'])}
 """
+
+
+def instruct_rows(data: Path, kind: str) -> Path:
+    """The instruct stage's rows: ``all`` of ``train.jsonl`` (a report row and a questions row per study), or only
+    the ``report`` rows (the findings JSON, then four follow-up questions)."""
+    if kind == "all":
+        return data / "train.jsonl"
+    chosen = data / "train_report_rows.jsonl"
+    lines = (data / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    chosen.write_text("".join(line + "\n" for line in lines if json.loads(line)["question_type"] == "report"), encoding="utf-8")
+    return chosen
 
 
 def install(summary: dict, out: Path) -> None:
@@ -66,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-studies", type=int, default=100, help="held-out and independent-check studies scored at the end")
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
+    parser.add_argument("--instruct-rows", choices=("all", "report"), default="all",
+                        help="instruct on every row, or on the report rows only")
     parser.add_argument("--install", action="store_true", help="copy the result into plugins/medical/phantom_adapter")
     parser.add_argument("--install-only", action="store_true", help="install the finished run in --out without training")
     args = parser.parse_args(argv)
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     data_min = (time.perf_counter() - started) / 60
     align = run_stage("phantom_align.yaml", out / "align", data / "train.jsonl", data,
                       ["--optim.max-steps", str(args.align_steps)] if args.align_steps else [])
-    instruct = run_stage("phantom_instruct.yaml", out / "instruct", data / "train.jsonl", data,
+    instruct = run_stage("phantom_instruct.yaml", out / "instruct", instruct_rows(data, args.instruct_rows), data,
                          ["--base", align["adapter"], *(["--optim.max-steps", str(args.instruct_steps)] if args.instruct_steps else [])])
     minutes = (time.perf_counter() - started) / 60
     logger.info("phantom adapter: %.1f min (data %.1f)", minutes, data_min)
@@ -93,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     report = phantom_report(instruct["adapter"], data, args.eval_studies)
     (out / "test_report.json").write_text(json.dumps(report, indent=2))
     summary = {"train_wall_time_min": round(minutes, 1), "data_min": round(data_min, 1), "align": align, "instruct": instruct,
+               "instruct_rows": args.instruct_rows,
                "studies": json.loads((data / "summary.json").read_text())["studies"],
                "test": {name: {k: v for k, v in part.items() if k != "answers"} for name, part in report.items()}}
     (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
