@@ -34,7 +34,8 @@ def model_card(summary: dict) -> str:
     return f"""# Phantom adapter (a worked example, not a medical device)
 
 Trained by `python -m training.recipes.build_phantom` in {summary['train_wall_time_min']} minutes on a 2-core CPU
-(data {summary['data_min']} min, align {summary['align']['steps']} steps, instruct {summary['instruct']['steps']} steps).
+(data {summary['data_min']} min, align {summary['align']['steps']} steps, instruct {summary['instruct']['steps']} steps on
+{'the report rows' if summary.get('instruct_rows') == 'report' else 'every row'}).
 
 **What it is.** The built-in default's encoder (EfficientNet-Lite0, frozen) and LLM (SmolLM2-135M-Instruct) with
 an image connector and LoRA trained on {summary['studies']['train']} synthetic CT *phantoms*
@@ -77,13 +78,13 @@ def install(summary: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recipes.build_phantom", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/phantom", help="working folder (data, stages, report)")
-    parser.add_argument("--train", type=int, default=1200, help="training studies (two rows each)")
+    parser.add_argument("--train", type=int, default=1700, help="training studies (two rows each)")
     parser.add_argument("--val", type=int, default=24, help="validation studies (scored at the end of each stage)")
     parser.add_argument("--test", type=int, default=200, help="held-out studies")
     parser.add_argument("--eval-studies", type=int, default=100, help="held-out and independent-check studies scored at the end")
     parser.add_argument("--align-steps", type=int, default=None, help="override the align recipe's steps")
     parser.add_argument("--instruct-steps", type=int, default=None, help="override the instruct recipe's steps")
-    parser.add_argument("--instruct-rows", choices=("all", "report"), default="all",
+    parser.add_argument("--instruct-rows", choices=("all", "report"), default="report",
                         help="instruct on every row, or on the report rows only")
     parser.add_argument("--install", action="store_true", help="copy the result into plugins/medical/phantom_adapter")
     parser.add_argument("--install-only", action="store_true", help="install the finished run in --out without training")
