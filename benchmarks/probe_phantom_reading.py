@@ -1,8 +1,8 @@
 """How much smoothing helps the frozen encoder see phantom lesions? A small trained head on frozen tokens.
 
 For each smoothing sigma, the phantoms' frames (the plugin's ingest: DICOM de-identified, CT at
-``findings.CT_WINDOW``, training spacing) are smoothed by a Gaussian of that sigma and encoded by the
-frozen EfficientNet-Lite0 (block 5, the phantom adapter's layer). A head of four organ queries
+``findings.CT_WINDOW``, then ``findings.reading_frame`` with that sigma) are encoded by the frozen
+EfficientNet-Lite0 (block 5, the phantom adapter's layer). A head of four organ queries
 attending over the 49 tokens is trained to say which organs hold a lesion, and scored on held-out
 studies: how often it names the exact set of organs (the evaluation's *location*), the count, and
 the recall of lesions under 15 mm. It is an upper-bound-style probe of what the tokens carry, not the
@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from PIL import ImageFilter
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ if str(REPO) not in sys.path:
 
 from assistant.encoders.efficientnet import EfficientNetLite0Encoder  # noqa: E402
 from plugins.medical.dicom_io import load_study  # noqa: E402
-from plugins.medical.findings import CT_WINDOW, at_training_spacing  # noqa: E402
+from plugins.medical.findings import CT_WINDOW, reading_frame  # noqa: E402
 from training.data.phantom_rows import build_split  # noqa: E402
 from training.data.phantoms import ORGANS  # noqa: E402
 
@@ -68,9 +67,10 @@ def studies(folder: Path, split: str) -> tuple[list[Path], torch.Tensor, torch.T
 
 
 @torch.no_grad()
-def encode(encoder: EfficientNetLite0Encoder, frames: list, sigma: float, batch: int = 50) -> torch.Tensor:
-    blurred = [frame.filter(ImageFilter.GaussianBlur(sigma)) if sigma else frame for frame in frames]
-    return torch.cat([encoder.features(encoder.preprocess(blurred[i:i + batch])) for i in range(0, len(blurred), batch)])
+def encode(encoder: EfficientNetLite0Encoder, loaded: list, sigma: float, batch: int = 50) -> torch.Tensor:
+    """Block-5 tokens of each loaded study's first frame as ``reading_frame`` prepares it with ``sigma``."""
+    frames = [reading_frame(study.frames[0], study.pixel_spacing_mm, sigma) for study in loaded]
+    return torch.cat([encoder.features(encoder.preprocess(frames[i:i + batch])) for i in range(0, len(frames), batch)])
 
 
 def probe(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor, sizes: torch.Tensor,
@@ -110,11 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         data = {}
         for split in ("train", "test"):
             paths, labels, sizes = studies(folder, split)
-            frames = []
-            for path in tqdm(paths, desc=f"{split} frames", mininterval=10):
-                study = load_study(path, max_frames=1, ct_window=CT_WINDOW)
-                frames.append(at_training_spacing(study.frames[0], study.pixel_spacing_mm))
-            data[split] = (frames, labels, sizes)
+            loaded = [load_study(path, max_frames=1, ct_window=CT_WINDOW)
+                      for path in tqdm(paths, desc=f"{split} studies", mininterval=10)]
+            data[split] = (loaded, labels, sizes)
     print(f"{args.train} training / {args.test} held-out phantoms; median of {args.seeds} head seeds")
     print("| sigma (px) | exact organ set | count | recall < 15 mm |\n|---|---|---|---|")
     for sigma in args.sigmas:

@@ -4,9 +4,10 @@ The first step uses the caller's ``tool_choice``; later steps use ``followup_too
 default). ``direct_calls`` replace the first step: calls the user made themselves (a ``/generate_image a red
 star`` command: the text is the argument, not something a small model should rewrite) run as if the model
 had made them, and the model then answers with their results. After ``max_steps`` rounds of calls, calls
-the model still makes are answered with an error result instead of running, and one last step with ``tool_choice="none"`` (its grammar cannot open a
-call) makes the model answer. Every step goes through ``Assistant.stream_events``, so each request
-reuses the previous one's KV prefix and cached media features: a tool's picture is encoded once.
+the model still makes are answered with an error result instead of running, and one last step with
+``tool_choice="none"`` (its grammar cannot open a call) makes the model answer. Every step goes through
+``Assistant.stream_events``, so each request reuses the previous one's KV prefix and cached media features:
+a tool's picture is encoded once.
 This module knows nothing about templates, grammars or how a tool runs.
 """
 

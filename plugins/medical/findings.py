@@ -63,12 +63,13 @@ def at_training_spacing(frame: Any, spacing_mm: tuple[float, float] | None) -> A
     return canvas
 
 
-def reading_frame(frame: Any, spacing_mm: tuple[float, float] | None) -> Any:
+def reading_frame(frame: Any, spacing_mm: tuple[float, float] | None, sigma_px: float = DENOISE_SIGMA_PX) -> Any:
     """The frame as the domain adapter reads it, in training and in the plugin alike: at the training spacing
-    (``at_training_spacing``), then smoothed by ``DENOISE_SIGMA_PX``."""
+    (``at_training_spacing``), then smoothed by a Gaussian of ``sigma_px`` (none at 0)."""
     from PIL import ImageFilter
 
-    return at_training_spacing(frame, spacing_mm).filter(ImageFilter.GaussianBlur(DENOISE_SIGMA_PX))
+    frame = at_training_spacing(frame, spacing_mm)
+    return frame.filter(ImageFilter.GaussianBlur(sigma_px)) if sigma_px else frame
 
 
 def read_findings(assistant: Any, study: Any, max_new_tokens: int = MAX_FINDINGS_TOKENS, cancel: Any = None) -> list[dict[str, Any]]:
